@@ -1,0 +1,38 @@
+use shared_kernel::{Currency, Money};
+
+/// A request to open an account, already parsed.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub legal_name: String,
+    pub currency: Currency,
+    pub credit_limit: Money,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    Suspended,
+    Closed,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Suspended => "suspended",
+            AccountStatus::Closed => "closed",
+        }
+    }
+}
+
+/// A legal name: trimmed, 1–200 characters, no control characters.
+pub fn parse_legal_name(raw: &str) -> Result<String, &'static str> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err("must be 1 to 200 characters");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    Ok(name.to_owned())
+}

@@ -1,0 +1,122 @@
+//! PostgreSQL access: an r2d2 pool bound to one context's schema, embedded
+//! migrations with a history per schema, and running blocking work off the async workers.
+
+use crate::problem::Problem;
+use anyhow::{bail, Context};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::Connection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use std::time::Duration;
+
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+
+/// Every connection of a context's pool sees only its own schema first.
+#[derive(Debug, Clone)]
+struct SearchPath(String);
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SearchPath {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!("SET search_path TO {}", self.0))
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+fn check_schema_name(schema: &str) -> anyhow::Result<()> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+        && !schema.starts_with(|c: char| c.is_ascii_digit());
+    if !ok {
+        bail!("invalid schema name {schema:?}");
+    }
+    Ok(())
+}
+
+/// A pool whose connections use `schema` as their search path. Connections are made
+/// lazily, so a service starts (and reports not-ready) while the database is away.
+pub fn pool(url: &str, schema: &str, max_size: u32) -> anyhow::Result<PgPool> {
+    check_schema_name(schema)?;
+    let manager = ConnectionManager::<PgConnection>::new(url);
+    Ok(Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(3))
+        .connection_customizer(Box::new(SearchPath(schema.to_owned())))
+        .build_unchecked(manager))
+}
+
+/// Creates the schema when missing and runs the pending migrations inside it; the
+/// migration history table (`__diesel_schema_migrations`) lands in that schema too.
+pub fn migrate(url: &str, schema: &str, migrations: EmbeddedMigrations) -> anyhow::Result<()> {
+    check_schema_name(schema)?;
+    let mut conn = PgConnection::establish(url).context("connecting to PostgreSQL for migrations")?;
+    conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"))
+        .context("preparing the schema")?;
+    conn.run_pending_migrations(migrations)
+        .map_err(|e| anyhow::anyhow!("migrations of schema {schema} failed: {e}"))?;
+    Ok(())
+}
+
+/// Runs `f` with a pooled connection on the blocking thread pool.
+/// No connection within the pool's timeout is a 503 problem, not a hang.
+pub async fn run<F, T>(pool: &PgPool, f: F) -> Result<T, Problem>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, Problem> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get().map_err(|e| {
+            tracing::warn!(error = %e, "no database connection");
+            Problem::unavailable("the database is unavailable; retry later")
+        })?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "blocking task failed");
+        Problem::internal()
+    })?
+}
+
+/// Maps a diesel error to a problem, logging the cause (never its parameters).
+pub fn db_problem(e: diesel::result::Error) -> Problem {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        Error::NotFound => Problem::not_found("resource"),
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+            Problem::conflict("a concurrent change interfered; retry the request")
+        }
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+            Problem::unavailable("the database connection was lost; retry later")
+        }
+        other => {
+            tracing::error!(error = %other, "database error");
+            Problem::internal()
+        }
+    }
+}
+
+/// Whether the database answers (readiness).
+pub fn ping(pool: &PgPool) -> bool {
+    match pool.get() {
+        Ok(mut conn) => conn.batch_execute("SELECT 1").is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(check_schema_name("payments").is_ok());
+        assert!(check_schema_name("t_123").is_ok());
+        assert!(check_schema_name("payments; drop table x").is_err());
+        assert!(check_schema_name("Payments").is_err());
+        assert!(check_schema_name("").is_err());
+    }
+}

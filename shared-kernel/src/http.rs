@@ -1,0 +1,244 @@
+//! HTTP plumbing every context mounts: strict JSON bodies that fail as problems,
+//! health endpoints, Prometheus metrics, request metrics, and list pagination.
+
+use crate::problem::Problem;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use futures_util::future::LocalBoxFuture;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON request body. Malformed JSON is a 400 problem; JSON of the wrong shape is a
+/// 422 problem whose `errors[].pointer` names the field.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
+    type Error = Problem;
+    type Future = LocalBoxFuture<'static, Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json_type = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+            .unwrap_or(false);
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !json_type {
+                return Err(Problem::of("unsupported-media-type", "the body must be application/json"));
+            }
+            let bytes = bytes.await.map_err(|e| {
+                if e.to_string().contains("overflow") || e.to_string().contains("larger") {
+                    Problem::of("payload-too-large", format!("the body must be at most {MAX_BODY_BYTES} bytes"))
+                } else {
+                    Problem::malformed("the body could not be read")
+                }
+            })?;
+            parse_json(&bytes).map(Body)
+        })
+    }
+}
+
+/// Parses JSON, turning serde's error into the right problem.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+            return Problem::malformed(format!("the body is not valid JSON: {inner}"));
+        }
+        let mut pointer = json_pointer(&e.path().to_string());
+        let message = inner.to_string();
+        if let Some(field) = message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+            pointer = format!("{}/{field}", pointer.trim_end_matches('/'));
+        }
+        let detail = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        Problem::field(&pointer, detail)
+    })
+}
+
+fn json_pointer(path: &str) -> String {
+    if path == "." || path.is_empty() {
+        return String::new();
+    }
+    path.split('.')
+        .map(|seg| seg.trim_start_matches('[').trim_end_matches(']'))
+        .fold(String::new(), |acc, seg| format!("{acc}/{seg}"))
+}
+
+/// The `Idempotency-Key` header: required, 1–255 visible ASCII characters.
+pub fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
+    let value = req
+        .headers()
+        .get("Idempotency-Key")
+        .ok_or_else(|| Problem::of("missing-idempotency-key", "this operation needs an Idempotency-Key header"))?;
+    let key = value.to_str().unwrap_or("").trim();
+    if key.is_empty() || key.len() > 255 {
+        return Err(Problem::of("missing-idempotency-key", "the Idempotency-Key must be 1 to 255 visible characters"));
+    }
+    Ok(key.to_owned())
+}
+
+/// `?limit=&cursor=` of list endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    #[serde(flatten)]
+    pub _rest: std::collections::HashMap<String, String>,
+}
+
+/// A page of a list: `{"data": [...], "next_cursor": "..." | null}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// A validated limit (1–100, default 50).
+pub fn page_limit(limit: Option<i64>) -> Result<i64, Problem> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=100).contains(&n) => Ok(n),
+        Some(_) => Err(Problem::of("validation-failed", "limit must be between 1 and 100")),
+    }
+}
+
+/// Query strings that fail to parse are problems too.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|e, _| Problem::of("validation-failed", format!("invalid query string: {e}")).into())
+}
+
+/// Path segments that fail to parse (a malformed id) name nothing that exists: 404.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|_, _| Problem::not_found("resource").into())
+}
+
+/// Any route that does not exist.
+pub async fn not_found() -> HttpResponse {
+    actix_web::ResponseError::error_response(&Problem::not_found("route"))
+}
+
+fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // One recorder per process; in a test process that runs several contexts the first wins.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Installs the process's metrics recorder (idempotent).
+pub fn init_metrics() {
+    prometheus();
+}
+
+pub async fn metrics_endpoint() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(prometheus().render())
+}
+
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "up"}))
+}
+
+/// Readiness from the checks that matter to a context: `[("database", ok), ...]`.
+pub fn ready_response(checks: &[(&str, bool)]) -> HttpResponse {
+    let body: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|(name, ok)| ((*name).to_owned(), serde_json::Value::from(if *ok { "up" } else { "down" })))
+        .collect();
+    if checks.iter().all(|(_, ok)| *ok) {
+        HttpResponse::Ok().json(serde_json::json!({"status": "up", "checks": body}))
+    } else {
+        let mut p = Problem::unavailable("a dependency is down");
+        p.detail = Some(format!("checks: {}", serde_json::Value::Object(body)));
+        actix_web::ResponseError::error_response(&p)
+    }
+}
+
+/// Records RED metrics per route pattern (never per id) and status class.
+pub async fn request_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let res = next.call(req).await?;
+    let class = format!("{}xx", res.status().as_u16() / 100);
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status_class" => class)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        currency: String,
+    }
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        amount: Inner,
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_shape_errors_422_with_pointer() {
+        let p = parse_json::<Outer>(b"{not json").unwrap_err();
+        assert_eq!(p.status, 400);
+        let p = parse_json::<Outer>(br#"{"amount": {}}"#).unwrap_err();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.errors[0].pointer, "/amount/currency");
+        let p = parse_json::<Outer>(br#"{"amount": {"currency": 5}}"#).unwrap_err();
+        assert_eq!(p.errors[0].pointer, "/amount/currency");
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        assert_eq!(page_limit(None).unwrap(), 50);
+        assert!(page_limit(Some(0)).is_err());
+        assert!(page_limit(Some(101)).is_err());
+    }
+}
+
+/// Money as a request carries it, before parsing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyIn {
+    pub amount: i64,
+    pub currency: String,
+}
+
+impl MoneyIn {
+    /// Parses into `Money`, recording problems at `pointer`; `positive` refuses zero.
+    pub fn parse(&self, pointer: &str, positive: bool, v: &mut crate::problem::Violations) -> Option<crate::Money> {
+        let currency = v.check(&format!("{pointer}/currency"), crate::Currency::parse(&self.currency))?;
+        let money = if positive {
+            crate::Money::positive(self.amount, currency)
+        } else {
+            crate::Money::non_negative(self.amount, currency)
+        };
+        v.check(&format!("{pointer}/amount"), money)
+    }
+}

@@ -1,0 +1,22 @@
+//! What every bounded context agrees on, and the plumbing they all use.
+//!
+//! Business rules of one context never live here.
+
+pub mod amqp;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod event;
+pub mod http;
+pub mod ids;
+pub mod inbox;
+pub mod money;
+pub mod outbox;
+pub mod problem;
+pub mod secrets;
+pub mod server;
+pub mod telemetry;
+pub mod vault;
+
+pub use money::{Currency, Money, MoneyError};
+pub use problem::Problem;

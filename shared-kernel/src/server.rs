@@ -1,0 +1,59 @@
+//! The HTTP server every context runs: the same middleware, health, metrics, contract
+//! and error handling, with the context's own routes.
+
+use crate::auth::JwtVerifier;
+use crate::http::{live, metrics_endpoint, not_found, path_config, query_config, ready_response, request_metrics, MAX_BODY_BYTES};
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
+
+/// Readiness checks of a context: `[("database", true), ("broker", false), ...]`.
+pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Vec<(&'static str, bool)>> + Send + Sync>;
+
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub verifier: web::Data<JwtVerifier>,
+    pub ready: ReadyCheck,
+    /// The committed OpenAPI document, served at `/openapi.json`.
+    pub openapi: &'static str,
+}
+
+async fn ready(check: web::Data<ReadyCheck>) -> HttpResponse {
+    ready_response(&(check.get_ref())().await)
+}
+
+/// Binds and returns the server (not yet running) and the port it got.
+pub fn serve<F>(config: ServerConfig, routes: F) -> std::io::Result<(Server, u16)>
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
+    let ServerConfig { host, port, workers, verifier, ready: check, openapi } = config;
+    let check = web::Data::new(check);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(verifier.clone())
+            .app_data(check.clone())
+            .app_data(query_config())
+            .app_data(path_config())
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .wrap(from_fn(request_metrics))
+            .route("/health/live", web::get().to(live))
+            .route("/health/ready", web::get().to(ready))
+            .route("/metrics", web::get().to(metrics_endpoint))
+            .route(
+                "/openapi.json",
+                web::get().to(move || async move { HttpResponse::Ok().content_type("application/json").body(openapi) }),
+            )
+            .configure(routes.clone())
+            .default_service(web::to(not_found))
+    })
+    .workers(workers)
+    .shutdown_timeout(10)
+    .bind((host.as_str(), port))?;
+    let port = server.addrs().first().map(|a| a.port()).unwrap_or(port);
+    Ok((server.run(), port))
+}
