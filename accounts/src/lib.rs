@@ -9,15 +9,13 @@ pub mod store;
 use actix_web::dev::Server;
 use actix_web::web;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-use shared_kernel::amqp::{consume_forever, Broker, Subscription, Topology};
 use shared_kernel::auth::JwtVerifier;
 use shared_kernel::config::CommonSettings;
 use shared_kernel::db::{self, PgPool};
-use shared_kernel::outbox::{spawn_relay, RelayConfig};
 use shared_kernel::server::{serve, ReadyCheck, ServerConfig};
+use shared_kernel::startup;
 use shared_kernel::vault::Transit;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const CONTEXT: &str = "accounts";
 pub const SCHEMA: &str = "accounts";
@@ -58,14 +56,18 @@ impl Application {
     /// Migrates, connects, starts the relay and the consumers, and binds the port
     /// (port 0 picks a free one). Must be called inside a tokio runtime.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let common = settings.common.clone();
-        let s = settings.clone();
-        tokio::task::spawn_blocking(move || migrate(&s)).await??;
-        let pool = db::pool(common.database_url.expose(), SCHEMA, common.database_pool_size)?;
+        let common = settings.common;
+        let plumbing = startup::start(&common, CONTEXT, SCHEMA, MIGRATIONS, |pool, topology| {
+            vec![(
+                startup::subscription(topology, CONTEXT, "settlement", consumers::SETTLEMENT_KEYS),
+                consumers::settlement_events(pool.clone()),
+            )]
+        })
+        .await?;
         let transit = match &common.vault {
             Some(v) => {
                 let t = Transit::new(v)?;
-                if let Err(e) = t.ensure_keys(&[http_keys::PAN_KEY, http_keys::FINGERPRINT_KEY]).await {
+                if let Err(e) = t.ensure_keys(&[http::PAN_KEY, http::FINGERPRINT_KEY]).await {
                     tracing::warn!(error = %e, "Vault transit is not ready; card issuance will fail until it is");
                 }
                 Some(t)
@@ -75,42 +77,19 @@ impl Application {
                 None
             }
         };
-        let broker = Broker::new(common.amqp_url.clone());
-        let topology = Topology::new(&common.amqp_prefix);
-        let mut tasks = vec![spawn_relay(
-            pool.clone(),
-            broker.clone(),
-            RelayConfig {
-                exchange: topology.exchange(CONTEXT),
-                notify_channel: format!("outbox_{SCHEMA}"),
-                database_url: common.database_url.clone(),
-                schema: SCHEMA.to_owned(),
-                batch_size: 100,
-                poll_interval: Duration::from_millis(500),
-                lease: Duration::from_secs(30),
-            },
-        )];
-        tasks.push(tokio::spawn(consume_forever(
-            broker.clone(),
-            Subscription {
-                queue: topology.queue(CONTEXT, "settlement"),
-                exchange: topology.exchange("settlement"),
-                keys: consumers::SETTLEMENT_KEYS.iter().map(|k| (*k).to_owned()).collect(),
-            },
-            consumers::settlement_events(pool.clone()),
-        )));
-        let state = web::Data::new(AppState { pool: pool.clone(), transit });
+        let state = web::Data::new(AppState { pool: plumbing.pool.clone(), transit });
         let ready: ReadyCheck = {
-            let (pool, broker, state) = (pool.clone(), broker.clone(), state.clone());
+            let (pool, broker, state) = (plumbing.pool.clone(), plumbing.broker.clone(), state.clone());
             Arc::new(move || {
                 let (pool, broker, state) = (pool.clone(), broker.clone(), state.clone());
                 Box::pin(async move {
-                    let db_ok = tokio::task::spawn_blocking(move || db::ping(&pool)).await.unwrap_or(false);
+                    let mut checks = startup::base_checks(&pool, &broker).await;
                     let vault_ok = match &state.transit {
                         Some(t) => t.ping().await,
                         None => false,
                     };
-                    vec![("database", db_ok), ("broker", broker.is_connected().await), ("vault", vault_ok)]
+                    checks.push(("vault", vault_ok));
+                    checks
                 })
             })
         };
@@ -123,11 +102,16 @@ impl Application {
             },
         )?;
         tracing::info!(port, "accounts listening");
-        Ok(Self { port, server, tasks })
+        Ok(Self { port, server, tasks: plumbing.tasks })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Stops the server gracefully (in-flight requests finish) from elsewhere.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     /// Serves until the server stops (SIGINT/SIGTERM), then stops the background tasks.
@@ -138,8 +122,4 @@ impl Application {
         }
         result
     }
-}
-
-mod http_keys {
-    pub use crate::http::{FINGERPRINT_KEY, PAN_KEY};
 }

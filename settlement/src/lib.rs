@@ -1,1 +1,108 @@
+//! settlement: merchant batches of captured payments, fees and net amounts.
 
+pub mod consumers;
+pub mod domain;
+pub mod events;
+pub mod http;
+pub mod store;
+
+use actix_web::dev::Server;
+use actix_web::web;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+use shared_kernel::auth::JwtVerifier;
+use domain::fees::FeeSchedule;
+use shared_kernel::config::CommonSettings;
+use shared_kernel::db::{self, PgPool};
+use shared_kernel::server::{serve, ReadyCheck, ServerConfig};
+use shared_kernel::startup;
+use std::sync::Arc;
+
+pub const CONTEXT: &str = "settlement";
+pub const SCHEMA: &str = "settlement";
+pub const DEFAULT_PORT: u16 = 8083;
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+pub const OPENAPI: &str = include_str!("../../contracts/openapi/settlement.json");
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub common: CommonSettings,
+    pub fees: FeeSchedule,
+}
+
+impl Settings {
+    /// Adds `SETTLEMENT__FEES__DEFAULT_BP` (default 150 = 1.50%) and
+    /// `SETTLEMENT__FEES__MCC_BP` (`"5541:100,5812:200"`) to the common settings.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let env = shared_kernel::config::Env::new(CONTEXT);
+        let default_bp = env.parse("FEES", "DEFAULT_BP", 150u32)?;
+        let fees = FeeSchedule::parse_overrides(default_bp, &env.get("FEES", "MCC_BP").unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("invalid SETTLEMENT__FEES__MCC_BP: {e}"))?;
+        Ok(Self { common: CommonSettings::from_env(CONTEXT, DEFAULT_PORT)?, fees })
+    }
+}
+
+pub struct AppState {
+    pub pool: PgPool,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Runs the migrations of the `settlement` schema.
+pub fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    db::migrate(settings.common.database_url.expose(), SCHEMA, MIGRATIONS)
+}
+
+impl Application {
+    /// Migrates, connects, starts the relay and the consumers, and binds the port
+    /// (port 0 picks a free one). Must be called inside a tokio runtime.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (common, fees) = (settings.common, settings.fees);
+        let plumbing = startup::start(&common, CONTEXT, SCHEMA, MIGRATIONS, |pool, topology| {
+            vec![(
+                startup::subscription(topology, CONTEXT, "payments", consumers::PAYMENTS_KEYS),
+                consumers::payments_events(pool.clone(), fees),
+            )]
+        })
+        .await?;
+        let state = web::Data::new(AppState { pool: plumbing.pool.clone() });
+        let ready: ReadyCheck = {
+            let (pool, broker) = (plumbing.pool.clone(), plumbing.broker.clone());
+            Arc::new(move || {
+                let (pool, broker) = (pool.clone(), broker.clone());
+                Box::pin(async move { startup::base_checks(&pool, &broker).await })
+            })
+        };
+        let verifier = web::Data::new(JwtVerifier::new(&common.jwt_secret, &common.jwt_issuer, &common.jwt_audience));
+        let (server, port) = serve(
+            ServerConfig { host: common.host.clone(), port: common.port, workers: 2, verifier, ready, openapi: OPENAPI },
+            move |cfg| {
+                cfg.app_data(state.clone());
+                http::routes(cfg);
+            },
+        )?;
+        tracing::info!(port, "settlement listening");
+        Ok(Self { port, server, tasks: plumbing.tasks })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server gracefully (in-flight requests finish) from elsewhere.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM), then stops the background tasks.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        for t in self.tasks {
+            t.abort();
+        }
+        result
+    }
+}

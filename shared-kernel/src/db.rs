@@ -120,3 +120,9 @@ mod tests {
         assert!(check_schema_name("").is_err());
     }
 }
+
+impl From<diesel::result::Error> for Problem {
+    fn from(e: diesel::result::Error) -> Self {
+        db_problem(e)
+    }
+}

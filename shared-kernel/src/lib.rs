@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod problem;
 pub mod secrets;
 pub mod server;
+pub mod startup;
 pub mod telemetry;
 pub mod vault;
 

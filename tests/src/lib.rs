@@ -1,1 +1,232 @@
+//! Test harness for cross-context tests: finds real infrastructure, starts the three
+//! contexts in-process against an isolated database and isolated broker names, and
+//! offers an HTTP client that records every response.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod infra;
+pub mod logs;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use shared_kernel::auth::{JwtIssuer, ALL_SCOPES};
+use shared_kernel::config::{CommonSettings, VaultSettings};
+use shared_kernel::secrets::Secret;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const JWT_ISSUER: &str = "fleet-test";
+pub const JWT_AUDIENCE: &str = "fleet";
+
+/// The three contexts running against one isolated database and broker namespace.
+pub struct TestSystem {
+    pub accounts: String,
+    pub payments: String,
+    pub settlement: String,
+    pub issuer: JwtIssuer,
+    pub prefix: String,
+    pub amqp_url: String,
+    pub database: infra::TestDatabase,
+    pub http: reqwest::Client,
+    /// Every response body this client saw (for leak scans).
+    pub seen: Arc<Mutex<Vec<String>>>,
+    handles: Vec<actix_web::dev::ServerHandle>,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub body: Value,
+    pub content_type: String,
+}
+
+impl TestSystem {
+    pub async fn start() -> Self {
+        logs::install();
+        let infra = infra::Infra::get().await;
+        let database = infra::TestDatabase::create(&infra.postgres_admin_url).await;
+        let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+        let secret = Secret::new(format!("test-{}-{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4()));
+        let common = CommonSettings {
+            host: "127.0.0.1".to_owned(),
+            port: 0,
+            database_url: Secret::new(database.url.clone()),
+            database_pool_size: 5,
+            amqp_url: Secret::new(infra.amqp_url.clone()),
+            amqp_prefix: prefix.clone(),
+            jwt_secret: secret.clone(),
+            jwt_issuer: JWT_ISSUER.to_owned(),
+            jwt_audience: JWT_AUDIENCE.to_owned(),
+            vault: infra.vault.as_ref().map(|(addr, token)| VaultSettings {
+                addr: addr.clone(),
+                token: Secret::new(token.clone()),
+                transit_mount: "transit".to_owned(),
+            }),
+        };
+        let acc = accounts::Application::build(accounts::Settings { common: common.clone() }).await.expect("accounts starts");
+        let pay = payments::Application::build(payments::Settings { common: common.clone() }).await.expect("payments starts");
+        let set = settlement::Application::build(settlement::Settings {
+            common: common.clone(),
+            fees: settlement::domain::fees::FeeSchedule::default(),
+        })
+        .await
+        .expect("settlement starts");
+        let url = |p: u16| format!("http://127.0.0.1:{p}");
+        let (accounts, payments, settlement) = (url(acc.port()), url(pay.port()), url(set.port()));
+        let handles = vec![acc.handle(), pay.handle(), set.handle()];
+        tokio::spawn(acc.run_until_stopped());
+        tokio::spawn(pay.run_until_stopped());
+        tokio::spawn(set.run_until_stopped());
+        Self {
+            accounts,
+            payments,
+            settlement,
+            issuer: JwtIssuer::new(&secret, JWT_ISSUER, JWT_AUDIENCE),
+            prefix,
+            amqp_url: infra.amqp_url.clone(),
+            database,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap(),
+            seen: Arc::new(Mutex::new(Vec::new())),
+            handles,
+        }
+    }
+
+    /// A token with every scope.
+    pub fn token(&self) -> String {
+        self.token_with(ALL_SCOPES)
+    }
+
+    pub fn token_with(&self, scopes: &[&str]) -> String {
+        self.issuer.mint("test-client", scopes, 600).unwrap()
+    }
+
+    /// Sends a request; `token` None sends no Authorization header.
+    pub async fn send(&self, method: Method, url: &str, token: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Response {
+        let mut req = self.http.request(method, url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.finish(req).await
+    }
+
+    /// Sends a raw body with a content type.
+    pub async fn send_raw(&self, method: Method, url: &str, token: Option<&str>, content_type: &str, body: &str, headers: &[(&str, &str)]) -> Response {
+        let mut req = self.http.request(method, url).header("content-type", content_type).body(body.to_owned());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.finish(req).await
+    }
+
+    async fn finish(&self, req: reqwest::RequestBuilder) -> Response {
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let text = res.text().await.unwrap();
+        self.seen.lock().unwrap().push(text.clone());
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Response { status, body, content_type }
+    }
+
+    pub async fn get(&self, url: &str) -> Response {
+        self.send(Method::GET, url, Some(&self.token()), None, &[]).await
+    }
+
+    pub async fn post(&self, url: &str, body: Value) -> Response {
+        self.send(Method::POST, url, Some(&self.token()), Some(body), &[]).await
+    }
+
+    pub async fn post_idem(&self, url: &str, key: &str, body: Value) -> Response {
+        self.send(Method::POST, url, Some(&self.token()), Some(body), &[("Idempotency-Key", key)]).await
+    }
+
+    /// Polls `probe` until it returns Some, failing the test after `timeout`.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let started = Instant::now();
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the services, removes this test's queues and exchanges and its database.
+    pub async fn shutdown(self) {
+        for h in &self.handles {
+            h.stop(true).await;
+        }
+        infra::delete_broker_names(&self.amqp_url, &self.prefix).await;
+        self.database.drop_now().await;
+    }
+}
+
+/// Receives a copy of every event the three contexts publish (an exclusive queue
+/// bound with `#` to each context's exchange).
+pub struct EventTap {
+    pub events: Arc<Mutex<Vec<Value>>>,
+    _conn: lapin::Connection,
+}
+
+impl TestSystem {
+    pub async fn tap_events(&self) -> EventTap {
+        use futures_util::StreamExt;
+        use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let conn = lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let queue = format!("{}tap", self.prefix);
+        ch.queue_declare(queue.as_str().into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap();
+        let topology = shared_kernel::amqp::Topology::new(&self.prefix);
+        for ctx in ["accounts", "payments", "settlement"] {
+            let exchange = topology.exchange(ctx);
+            shared_kernel::amqp::declare_exchange(&ch, &exchange).await.unwrap();
+            ch.queue_bind(queue.as_str().into(), exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+                .await
+                .unwrap();
+        }
+        let mut consumer = ch
+            .basic_consume(queue.as_str().into(), "tap".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = consumer.next().await {
+                if let Ok(v) = serde_json::from_slice::<Value>(&d.data) {
+                    sink.lock().unwrap().push(v);
+                }
+                let _ = d.ack(BasicAckOptions::default()).await;
+            }
+        });
+        EventTap { events, _conn: conn }
+    }
+}
+
+impl EventTap {
+    pub fn of_type(&self, event_type: &str) -> Vec<Value> {
+        self.events.lock().unwrap().iter().filter(|e| e["type"] == event_type).cloned().collect()
+    }
+    pub fn all(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+/// The workspace's root directory.
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}

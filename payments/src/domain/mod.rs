@@ -1,0 +1,4 @@
+//! payments' domain: pure rules. No actix, diesel or lapin here.
+
+pub mod authorization;
+pub mod merchant;

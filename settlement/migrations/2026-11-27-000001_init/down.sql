@@ -1,0 +1,7 @@
+DROP TABLE inbox;
+DROP TRIGGER outbox_notify ON outbox;
+DROP FUNCTION outbox_notify();
+DROP TABLE outbox;
+DROP TABLE runs;
+DROP TABLE items;
+DROP TABLE batches;

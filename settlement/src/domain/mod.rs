@@ -1,0 +1,3 @@
+//! settlement's domain: pure rules. No actix, diesel or lapin here.
+
+pub mod fees;

@@ -1,0 +1,66 @@
+//! What every context starts before serving: migrations, the pool, the broker
+//! connection, the outbox relay and the consumers.
+
+use crate::amqp::{consume_forever, Broker, Handler, Subscription, Topology};
+use crate::config::CommonSettings;
+use crate::db::{self, PgPool};
+use crate::outbox::{spawn_relay, RelayConfig};
+use diesel_migrations::EmbeddedMigrations;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Plumbing {
+    pub pool: PgPool,
+    pub broker: Arc<Broker>,
+    pub topology: Topology,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Migrates `schema`, then starts the relay of `context`'s outbox and the consumers
+/// that `subscribe` returns. Must be called inside a tokio runtime.
+pub async fn start(
+    common: &CommonSettings,
+    context: &str,
+    schema: &'static str,
+    migrations: EmbeddedMigrations,
+    subscribe: impl FnOnce(&PgPool, &Topology) -> Vec<(Subscription, Handler)>,
+) -> anyhow::Result<Plumbing> {
+    let url = common.database_url.clone();
+    tokio::task::spawn_blocking(move || db::migrate(url.expose(), schema, migrations)).await??;
+    let pool = db::pool(common.database_url.expose(), schema, common.database_pool_size)?;
+    let broker = Broker::new(common.amqp_url.clone());
+    let topology = Topology::new(&common.amqp_prefix);
+    let mut tasks = vec![spawn_relay(
+        pool.clone(),
+        broker.clone(),
+        RelayConfig {
+            exchange: topology.exchange(context),
+            notify_channel: format!("outbox_{schema}"),
+            database_url: common.database_url.clone(),
+            schema: schema.to_owned(),
+            batch_size: 100,
+            poll_interval: Duration::from_millis(500),
+            lease: Duration::from_secs(30),
+        },
+    )];
+    for (sub, handler) in subscribe(&pool, &topology) {
+        tasks.push(tokio::spawn(consume_forever(broker.clone(), sub, handler)));
+    }
+    Ok(Plumbing { pool, broker, topology, tasks })
+}
+
+/// Readiness of what every context depends on: the database and the broker.
+pub async fn base_checks(pool: &PgPool, broker: &Broker) -> Vec<(&'static str, bool)> {
+    let p = pool.clone();
+    let db_ok = tokio::task::spawn_blocking(move || db::ping(&p)).await.unwrap_or(false);
+    vec![("database", db_ok), ("broker", broker.is_connected().await)]
+}
+
+/// Subscription of `consumer` to `producer`'s events with these routing keys.
+pub fn subscription(topology: &Topology, consumer: &str, producer: &str, keys: &[&str]) -> Subscription {
+    Subscription {
+        queue: topology.queue(consumer, producer),
+        exchange: topology.exchange(producer),
+        keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+    }
+}

@@ -1,0 +1,143 @@
+//! Finds the infrastructure: services named by environment variables, else the local
+//! default ports when they answer, else containers started through testcontainers.
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+use tokio::sync::OnceCell;
+
+pub struct Infra {
+    /// A superuser URL to the maintenance database (`postgres`).
+    pub postgres_admin_url: String,
+    pub amqp_url: String,
+    /// Vault address and token, when one is available.
+    pub vault: Option<(String, String)>,
+    _containers: Vec<ContainerAsync<GenericImage>>,
+}
+
+static INFRA: OnceCell<Infra> = OnceCell::const_new();
+
+fn answers(addr: &str) -> bool {
+    addr.parse().ok().is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
+}
+
+impl Infra {
+    pub async fn get() -> &'static Infra {
+        INFRA.get_or_init(discover).await
+    }
+}
+
+async fn discover() -> Infra {
+    let mut containers = Vec::new();
+    let postgres_admin_url = match std::env::var("FLEET_TEST_DATABASE_URL") {
+        Ok(url) => url,
+        Err(_) if answers("127.0.0.1:5432") => "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+        Err(_) => {
+            let c = GenericImage::new("postgres", "15")
+                .with_exposed_port(5432.tcp())
+                .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
+                .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
+                .start()
+                .await
+                .expect("no PostgreSQL configured or local, and no container engine to start one");
+            let port = c.get_host_port_ipv4(5432).await.expect("mapped port");
+            containers.push(c);
+            format!("postgres://postgres@127.0.0.1:{port}/postgres")
+        }
+    };
+    let amqp_url = match std::env::var("FLEET_TEST_AMQP_URL") {
+        Ok(url) => url,
+        Err(_) if answers("127.0.0.1:5672") => "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+        Err(_) => {
+            let c = GenericImage::new("rabbitmq", "3.13")
+                .with_exposed_port(5672.tcp())
+                .with_wait_for(WaitFor::message_on_stdout("Server startup complete"))
+                .start()
+                .await
+                .expect("no RabbitMQ configured or local, and no container engine to start one");
+            let port = c.get_host_port_ipv4(5672).await.expect("mapped port");
+            containers.push(c);
+            format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+        }
+    };
+    let vault = match (std::env::var("VAULT_ADDR"), std::env::var("VAULT_TOKEN")) {
+        (Ok(addr), Ok(token)) => Some((addr, token)),
+        _ => start_dev_vault().await,
+    };
+    Infra { postgres_admin_url, amqp_url, vault, _containers: containers }
+}
+
+/// Starts an OpenBao development server for this test process (it stops when the
+/// process ends), from the project-local install or the PATH.
+async fn start_dev_vault() -> Option<(String, String)> {
+    let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/venv/bin/bao");
+    let bao = if std::path::Path::new(local).exists() { local.to_owned() } else { "bao".to_owned() };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let token = uuid::Uuid::new_v4().to_string();
+    let script = format!(
+        "{bao} server -dev -dev-root-token-id={token} -dev-listen-address=127.0.0.1:{port} >/dev/null 2>&1 & B=$!; \
+         while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill $B",
+        pid = std::process::id()
+    );
+    Command::new("sh").arg("-c").arg(script).spawn().ok()?;
+    let addr = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if answers(&format!("127.0.0.1:{port}")) {
+            return Some((addr, token));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// A database of its own for one test.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+async fn admin_exec(admin_url: String, sql: String) {
+    tokio::task::spawn_blocking(move || {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let mut conn = diesel::PgConnection::establish(&admin_url).expect("admin connection");
+        conn.batch_execute(&sql).expect("admin statement");
+    })
+    .await
+    .expect("admin task");
+}
+
+impl TestDatabase {
+    pub async fn create(admin_url: &str) -> Self {
+        let name = format!("fleet_t_{}", uuid::Uuid::new_v4().simple());
+        admin_exec(admin_url.to_owned(), format!("CREATE DATABASE {name}")).await;
+        let url = match admin_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("admin URL has no database part"),
+        };
+        Self { name, url, admin_url: admin_url.to_owned() }
+    }
+
+    pub async fn drop_now(self) {
+        admin_exec(self.admin_url.clone(), format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
+    }
+}
+
+/// Deletes the queues and exchanges a test system declared under `prefix`.
+pub async fn delete_broker_names(amqp_url: &str, prefix: &str) {
+    let Ok(conn) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await else {
+        return;
+    };
+    let Ok(ch) = conn.create_channel().await else { return };
+    for q in ["payments.accounts-events", "settlement.payments-events", "accounts.settlement-events"] {
+        let _ = ch.queue_delete(format!("{prefix}{q}").as_str().into(), Default::default()).await;
+    }
+    for ctx in ["accounts", "payments", "settlement"] {
+        let _ = ch.exchange_delete(format!("{prefix}{ctx}.events").as_str().into(), Default::default()).await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
