@@ -3,6 +3,7 @@
 //! offers an HTTP client that records every response.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod contract;
 pub mod infra;
 pub mod logs;
 
@@ -29,6 +30,8 @@ pub struct TestSystem {
     pub http: reqwest::Client,
     /// Every response body this client saw (for leak scans).
     pub seen: Arc<Mutex<Vec<String>>>,
+    /// Every exchange this client made (for contract checks).
+    pub exchanges: Arc<Mutex<Vec<contract::Exchange>>>,
     handles: Vec<actix_web::dev::ServerHandle>,
 }
 
@@ -85,6 +88,7 @@ impl TestSystem {
             database,
             http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap(),
             seen: Arc::new(Mutex::new(Vec::new())),
+            exchanges: Arc::new(Mutex::new(Vec::new())),
             handles,
         }
     }
@@ -126,13 +130,46 @@ impl TestSystem {
     }
 
     async fn finish(&self, req: reqwest::RequestBuilder) -> Response {
-        let res = req.send().await.expect("request sent");
+        let req = req.build().expect("a valid request");
+        let (method, url) = (req.method().to_string(), req.url().to_string());
+        let res = self.http.execute(req).await.expect("request sent");
         let status = res.status();
         let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let text = res.text().await.unwrap();
         self.seen.lock().unwrap().push(text.clone());
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        self.exchanges.lock().unwrap().push(contract::Exchange {
+            method,
+            url,
+            status: status.as_u16(),
+            content_type: content_type.clone(),
+            body: body.clone(),
+        });
         Response { status, body, content_type }
+    }
+
+    /// Every exchange so far agrees with the committed OpenAPI document of the
+    /// service it hit: path, method, status, media type and body schema.
+    pub fn assert_exchanges_match_contracts(&self) {
+        let docs = [
+            (&self.accounts, contract::load("contracts/openapi/accounts.json")),
+            (&self.payments, contract::load("contracts/openapi/payments.json")),
+            (&self.settlement, contract::load("contracts/openapi/settlement.json")),
+        ];
+        let exchanges = self.exchanges.lock().unwrap().clone();
+        assert!(!exchanges.is_empty(), "no exchanges recorded");
+        let mut problems = Vec::new();
+        for ex in &exchanges {
+            match docs.iter().find(|(base, _)| ex.url.starts_with(base.as_str())) {
+                Some((_, doc)) => problems.extend(contract::check(doc, ex)),
+                None => problems.push(format!("{} {}: not one of the services", ex.method, ex.url)),
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "responses disagree with contracts/openapi (fix the code, or change the contract with it):\n{}",
+            problems.join("\n")
+        );
     }
 
     pub async fn get(&self, url: &str) -> Response {

@@ -160,5 +160,10 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
     for (name, text) in [("responses", &responses), ("events", &events), ("logs", &logs)] {
         assert!(!text.contains(PAN), "the PAN leaked into {name}");
     }
+
+    // Every response matched the committed OpenAPI; every event its schema.
+    sys.assert_exchanges_match_contracts();
+    let event_problems: Vec<String> = tap.all().iter().flat_map(tests::contract::check_event).collect();
+    assert!(event_problems.is_empty(), "events disagree with contracts/events:\n{}", event_problems.join("\n"));
     sys.shutdown().await;
 }

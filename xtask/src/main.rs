@@ -1,1 +1,67 @@
-fn main() {}
+//! `cargo xtask <command>`: run the system, its migrations and its tests.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod db;
+mod dev;
+mod test;
+mod token;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Development tasks for the fleet card platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Migrations, then the three services (and a development OpenBao when no Vault is configured).
+    Up,
+    /// Every test against real PostgreSQL, RabbitMQ and OpenBao (what CI runs).
+    Test {
+        /// Extra arguments for the test runner (a filter, for example).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Format check, clippy with warnings denied, then the tests.
+    Ci,
+    /// Database tasks.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Prints a signed development JWT (all scopes unless --scope is given).
+    Token {
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Token lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Runs every context's pending migrations in its own schema.
+    Migrate,
+    /// Drops and recreates the development database, then migrates it.
+    Reset,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Up => up::run(),
+        Command::Test { args } => test::run(&args),
+        Command::Ci => {
+            dev::cargo(&["fmt", "--all", "--check"])?;
+            dev::cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            test::run(&[])
+        }
+        Command::Db { command: DbCommand::Migrate } => db::migrate(),
+        Command::Db { command: DbCommand::Reset } => db::reset(),
+        Command::Token { scopes, ttl } => token::print(&scopes, ttl),
+    }
+}

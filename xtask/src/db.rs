@@ -1,0 +1,47 @@
+//! `cargo xtask db migrate|reset` on the development database.
+
+use crate::dev;
+use anyhow::Context;
+use diesel::connection::SimpleConnection;
+use diesel::Connection;
+use std::process::Command;
+
+fn admin(sql: &str) -> anyhow::Result<()> {
+    let mut conn = diesel::PgConnection::establish(&dev::admin_url()).context("connecting to PostgreSQL as admin")?;
+    conn.batch_execute(sql).with_context(|| format!("running: {sql}"))
+}
+
+/// Creates the development database when it does not exist.
+pub fn ensure_database() -> anyhow::Result<()> {
+    let mut conn = diesel::PgConnection::establish(&dev::admin_url()).context("connecting to PostgreSQL as admin")?;
+    let exists = conn.batch_execute(&format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{}') THEN RAISE EXCEPTION 'missing'; END IF; END $$",
+        dev::DEV_DATABASE
+    ));
+    if exists.is_err() {
+        admin(&format!("CREATE DATABASE {}", dev::DEV_DATABASE))?;
+    }
+    Ok(())
+}
+
+/// Runs each context's own `migrate` command, as a deployment's migration job would.
+pub fn migrate() -> anyhow::Result<()> {
+    ensure_database()?;
+    let bin = dev::build_services()?;
+    for ctx in dev::CONTEXTS {
+        let status = Command::new(bin.join(ctx))
+            .arg("migrate")
+            .env("FLEET__DATABASE__URL", dev::dev_database_url())
+            .env("FLEET__AUTH__JWT_SECRET", dev::jwt_secret()?)
+            .status()
+            .with_context(|| format!("running {ctx} migrate"))?;
+        anyhow::ensure!(status.success(), "{ctx} migrations failed");
+        println!("migrated schema {ctx}");
+    }
+    Ok(())
+}
+
+pub fn reset() -> anyhow::Result<()> {
+    admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", dev::DEV_DATABASE))?;
+    migrate()
+}
