@@ -37,7 +37,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
                 return Err(Problem::of("unsupported-media-type", "the body must be application/json"));
             }
             let bytes = bytes.await.map_err(|e| {
-                if e.to_string().contains("overflow") || e.to_string().contains("larger") {
+                if e.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
                     Problem::of("payload-too-large", format!("the body must be at most {MAX_BODY_BYTES} bytes"))
                 } else {
                     Problem::malformed("the body could not be read")

@@ -1,7 +1,7 @@
 //! What every context starts before serving: migrations, the pool, the broker
 //! connection, the outbox relay and the consumers.
 
-use crate::amqp::{consume_forever, Broker, Handler, Subscription, Topology};
+use crate::amqp::{consume_forever, declare_queue, Broker, Handler, Subscription, Topology};
 use crate::config::CommonSettings;
 use crate::db::{self, PgPool};
 use crate::outbox::{spawn_relay, RelayConfig};
@@ -43,10 +43,26 @@ pub async fn start(
             lease: Duration::from_secs(30),
         },
     )];
-    for (sub, handler) in subscribe(&pool, &topology) {
+    let subscriptions = subscribe(&pool, &topology);
+    // Declare the queues before serving, so no event published from now on is
+    // unroutable for lack of them. A broker that is down now is retried by the consumers.
+    if let Err(e) = declare_all(&broker, &subscriptions).await {
+        tracing::warn!(error = %e, "could not declare the queues at start-up; consumers will retry");
+    }
+    for (sub, handler) in subscriptions {
         tasks.push(tokio::spawn(consume_forever(broker.clone(), sub, handler)));
     }
     Ok(Plumbing { pool, broker, topology, tasks })
+}
+
+async fn declare_all(broker: &Broker, subscriptions: &[(Subscription, Handler)]) -> anyhow::Result<()> {
+    let channel = broker.channel().await?;
+    for (sub, _) in subscriptions {
+        let keys: Vec<&str> = sub.keys.iter().map(String::as_str).collect();
+        declare_queue(&channel, &sub.queue, &sub.exchange, &keys).await?;
+    }
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(())
 }
 
 /// Readiness of what every context depends on: the database and the broker.

@@ -82,7 +82,14 @@ async fn start_dev_vault() -> Option<(String, String)> {
          while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill $B",
         pid = std::process::id()
     );
-    Command::new("sh").arg("-c").arg(script).spawn().ok()?;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
     let addr = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
         if answers(&format!("127.0.0.1:{port}")) {
