@@ -13,16 +13,21 @@ pub fn settlement_events(pool: PgPool) -> Handler {
         if event.event_type != events::PAYMENT_SETTLED {
             return Ok(()); // not ours to act on
         }
-        let settled: PaymentSettled =
-            event.data_as().map_err(|e| HandlerError::Permanent(format!("bad payment_settled data: {e}")))?;
-        let mut conn = pool.get().map_err(|e| HandlerError::Transient(e.to_string()))?;
+        let settled: PaymentSettled = event
+            .data_as()
+            .map_err(|e| HandlerError::Permanent(format!("bad payment_settled data: {e}")))?;
+        let mut conn = pool
+            .get()
+            .map_err(|e| HandlerError::Transient(e.to_string()))?;
         match post_settled_payment(&mut conn, event.id, &settled) {
             Ok(applied) => {
                 tracing::info!(event_id = %event.id, applied, "payment_settled handled");
                 Ok(())
             }
             Err(PostError::Invalid(reason)) => Err(HandlerError::Permanent(reason)),
-            Err(PostError::UnknownAccount(id)) => Err(HandlerError::Permanent(format!("unknown account {id}"))),
+            Err(PostError::UnknownAccount(id)) => {
+                Err(HandlerError::Permanent(format!("unknown account {id}")))
+            }
             Err(PostError::Db(e)) => Err(HandlerError::Transient(e.to_string())),
         }
     })

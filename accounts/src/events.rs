@@ -29,7 +29,12 @@ pub struct Posted {
 
 /// Account events carry the account's state after the change, so a projection can
 /// apply the newest one it has seen and ignore older ones by `sequence`.
-pub fn account_snapshot(event_type: &str, a: &AccountRow, posted_balance: i64, posted: Option<Posted>) -> CloudEvent {
+pub fn account_snapshot(
+    event_type: &str,
+    a: &AccountRow,
+    posted_balance: i64,
+    posted: Option<Posted>,
+) -> CloudEvent {
     let mut data = serde_json::json!({
         "account_id": a.id,
         "currency": a.currency,

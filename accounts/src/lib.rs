@@ -30,7 +30,9 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env() -> anyhow::Result<Self> {
-        Ok(Self { common: CommonSettings::from_env(CONTEXT, DEFAULT_PORT)? })
+        Ok(Self {
+            common: CommonSettings::from_env(CONTEXT, DEFAULT_PORT)?,
+        })
     }
 }
 
@@ -77,9 +79,16 @@ impl Application {
                 None
             }
         };
-        let state = web::Data::new(AppState { pool: plumbing.pool.clone(), transit });
+        let state = web::Data::new(AppState {
+            pool: plumbing.pool.clone(),
+            transit,
+        });
         let ready: ReadyCheck = {
-            let (pool, broker, state) = (plumbing.pool.clone(), plumbing.broker.clone(), state.clone());
+            let (pool, broker, state) = (
+                plumbing.pool.clone(),
+                plumbing.broker.clone(),
+                state.clone(),
+            );
             Arc::new(move || {
                 let (pool, broker, state) = (pool.clone(), broker.clone(), state.clone());
                 Box::pin(async move {
@@ -93,16 +102,31 @@ impl Application {
                 })
             })
         };
-        let verifier = web::Data::new(JwtVerifier::new(&common.jwt_secret, &common.jwt_issuer, &common.jwt_audience));
+        let verifier = web::Data::new(JwtVerifier::new(
+            &common.jwt_secret,
+            &common.jwt_issuer,
+            &common.jwt_audience,
+        ));
         let (server, port) = serve(
-            ServerConfig { host: common.host.clone(), port: common.port, workers: 2, verifier, ready, openapi: OPENAPI },
+            ServerConfig {
+                host: common.host.clone(),
+                port: common.port,
+                workers: 2,
+                verifier,
+                ready,
+                openapi: OPENAPI,
+            },
             move |cfg| {
                 cfg.app_data(state.clone());
                 http::routes(cfg);
             },
         )?;
         tracing::info!(port, "accounts listening");
-        Ok(Self { port, server, tasks: plumbing.tasks })
+        Ok(Self {
+            port,
+            server,
+            tasks: plumbing.tasks,
+        })
     }
 
     pub fn port(&self) -> u16 {

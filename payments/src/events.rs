@@ -12,7 +12,11 @@ pub const ACCOUNT_OPENED: &str = "accounts.account_opened.v1";
 pub const BALANCE_POSTED: &str = "accounts.balance_posted.v1";
 pub const CARD_ISSUED: &str = "accounts.card_issued.v1";
 
-pub fn payment_captured(auth: &AuthorizationRow, capture: &CaptureOut, sequence: i64) -> CloudEvent {
+pub fn payment_captured(
+    auth: &AuthorizationRow,
+    capture: &CaptureOut,
+    sequence: i64,
+) -> CloudEvent {
     let data = serde_json::json!({
         "capture_id": capture.id,
         "authorization_id": auth.id,

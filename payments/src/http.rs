@@ -24,7 +24,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn created(stored: Stored) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED)).json(stored.body)
+    HttpResponse::build(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED))
+        .json(stored.body)
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,13 +52,21 @@ async fn authorize(
     }
     v.into_result()?;
     let amount = amount.ok_or_else(Problem::internal)?;
-    let cmd = AuthorizeCommand { card_id: parsed.card_id, amount, merchant: parsed.merchant };
+    let cmd = AuthorizeCommand {
+        card_id: parsed.card_id,
+        amount,
+        merchant: parsed.merchant,
+    };
     let key = IdempotencyKey::new(&caller.subject, "POST /v1/authorizations", &key, &body.0);
     let stored = db::run(&state.pool, move |conn| auths::authorize(conn, &key, &cmd)).await?;
     Ok(created(stored))
 }
 
-async fn get_authorization(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, Problem> {
+async fn get_authorization(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
     caller.require("payments:read")?;
     let id = id.into_inner();
     let out = db::run(&state.pool, move |conn| auths::find(conn, id)).await?;
@@ -87,11 +96,18 @@ async fn capture(
     let amount = amount.ok_or_else(Problem::internal)?;
     let operation = format!("POST /v1/authorizations/{id}/captures");
     let key = IdempotencyKey::new(&caller.subject, &operation, &key, &body.0);
-    let stored = db::run(&state.pool, move |conn| auths::capture(conn, &key, id, amount)).await?;
+    let stored = db::run(&state.pool, move |conn| {
+        auths::capture(conn, &key, id, amount)
+    })
+    .await?;
     Ok(created(stored))
 }
 
-async fn spend(caller: Caller, state: web::Data<AppState>, card_id: web::Path<Uuid>) -> Result<HttpResponse, Problem> {
+async fn spend(
+    caller: Caller,
+    state: web::Data<AppState>,
+    card_id: web::Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
     caller.require("payments:read")?;
     let card_id = card_id.into_inner();
     let out = db::run(&state.pool, move |conn| auths::spend(conn, card_id)).await?;

@@ -30,7 +30,9 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env() -> anyhow::Result<Self> {
-        Ok(Self { common: CommonSettings::from_env(CONTEXT, DEFAULT_PORT)? })
+        Ok(Self {
+            common: CommonSettings::from_env(CONTEXT, DEFAULT_PORT)?,
+        })
     }
 }
 
@@ -61,7 +63,9 @@ impl Application {
             )]
         })
         .await?;
-        let state = web::Data::new(AppState { pool: plumbing.pool.clone() });
+        let state = web::Data::new(AppState {
+            pool: plumbing.pool.clone(),
+        });
         let ready: ReadyCheck = {
             let (pool, broker) = (plumbing.pool.clone(), plumbing.broker.clone());
             Arc::new(move || {
@@ -69,16 +73,31 @@ impl Application {
                 Box::pin(async move { startup::base_checks(&pool, &broker).await })
             })
         };
-        let verifier = web::Data::new(JwtVerifier::new(&common.jwt_secret, &common.jwt_issuer, &common.jwt_audience));
+        let verifier = web::Data::new(JwtVerifier::new(
+            &common.jwt_secret,
+            &common.jwt_issuer,
+            &common.jwt_audience,
+        ));
         let (server, port) = serve(
-            ServerConfig { host: common.host.clone(), port: common.port, workers: 2, verifier, ready, openapi: OPENAPI },
+            ServerConfig {
+                host: common.host.clone(),
+                port: common.port,
+                workers: 2,
+                verifier,
+                ready,
+                openapi: OPENAPI,
+            },
             move |cfg| {
                 cfg.app_data(state.clone());
                 http::routes(cfg);
             },
         )?;
         tracing::info!(port, "payments listening");
-        Ok(Self { port, server, tasks: plumbing.tasks })
+        Ok(Self {
+            port,
+            server,
+            tasks: plumbing.tasks,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -14,9 +14,12 @@ pub fn payments_events(pool: PgPool, fees: FeeSchedule) -> Handler {
         if event.event_type != events::PAYMENT_CAPTURED {
             return Ok(());
         }
-        let captured: PaymentCaptured =
-            event.data_as().map_err(|e| HandlerError::Permanent(format!("bad payment_captured data: {e}")))?;
-        let mut conn = pool.get().map_err(|e| HandlerError::Transient(e.to_string()))?;
+        let captured: PaymentCaptured = event
+            .data_as()
+            .map_err(|e| HandlerError::Permanent(format!("bad payment_captured data: {e}")))?;
+        let mut conn = pool
+            .get()
+            .map_err(|e| HandlerError::Transient(e.to_string()))?;
         match apply_captured(&mut conn, event.id, &captured, &fees) {
             Ok(applied) => {
                 tracing::info!(event_id = %event.id, applied, "payment_captured handled");

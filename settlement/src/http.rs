@@ -31,14 +31,22 @@ struct RunOut {
     batch_ids: Vec<Uuid>,
 }
 
-async fn run(caller: Caller, state: web::Data<AppState>, body: Body<RunBody>) -> Result<HttpResponse, Problem> {
+async fn run(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: Body<RunBody>,
+) -> Result<HttpResponse, Problem> {
     caller.require("settlement:write")?;
     let cutoff = chrono::DateTime::parse_from_rfc3339(&body.0.cutoff)
         .map_err(|_| Problem::field("/cutoff", "must be an RFC 3339 date-time"))?
         .with_timezone(&chrono::Utc);
     let run = db::run(&state.pool, move |conn| store::run_settlement(conn, cutoff)).await?;
     tracing::info!(run_id = %run.id, batches = run.batch_ids.len(), subject = %caller.subject, "settlement run");
-    Ok(HttpResponse::Created().json(RunOut { id: run.id, cutoff: run.cutoff, batch_ids: run.batch_ids }))
+    Ok(HttpResponse::Created().json(RunOut {
+        id: run.id,
+        cutoff: run.cutoff,
+        batch_ids: run.batch_ids,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,17 +81,32 @@ fn batch_out(b: BatchRow) -> Result<BatchOut, Problem> {
     })
 }
 
-async fn batches(caller: Caller, state: web::Data<AppState>, query: web::Query<BatchQuery>) -> Result<HttpResponse, Problem> {
+async fn batches(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<BatchQuery>,
+) -> Result<HttpResponse, Problem> {
     caller.require("settlement:read")?;
     let query = query.into_inner();
     let limit = page_limit(query.limit)?;
     let after = match &query.cursor {
         None => None,
-        Some(c) => Some(Uuid::parse_str(c).map_err(|_| Problem::field("/cursor", "not a cursor this API issued"))?),
+        Some(c) => Some(
+            Uuid::parse_str(c)
+                .map_err(|_| Problem::field("/cursor", "not a cursor this API issued"))?,
+        ),
     };
     let merchant = query.merchant_id;
-    let rows = db::run(&state.pool, move |conn| Ok(store::list_batches(conn, merchant, after, limit)?)).await?;
-    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|b| b.id.to_string())).flatten();
-    let data = rows.into_iter().map(batch_out).collect::<Result<Vec<_>, _>>()?;
+    let rows = db::run(&state.pool, move |conn| {
+        Ok(store::list_batches(conn, merchant, after, limit)?)
+    })
+    .await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|b| b.id.to_string()))
+        .flatten();
+    let data = rows
+        .into_iter()
+        .map(batch_out)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(Page { data, next_cursor }))
 }

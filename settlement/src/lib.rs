@@ -9,8 +9,8 @@ pub mod store;
 use actix_web::dev::Server;
 use actix_web::web;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-use shared_kernel::auth::JwtVerifier;
 use domain::fees::FeeSchedule;
+use shared_kernel::auth::JwtVerifier;
 use shared_kernel::config::CommonSettings;
 use shared_kernel::db::{self, PgPool};
 use shared_kernel::server::{serve, ReadyCheck, ServerConfig};
@@ -35,9 +35,15 @@ impl Settings {
     pub fn from_env() -> anyhow::Result<Self> {
         let env = shared_kernel::config::Env::new(CONTEXT);
         let default_bp = env.parse("FEES", "DEFAULT_BP", 150u32)?;
-        let fees = FeeSchedule::parse_overrides(default_bp, &env.get("FEES", "MCC_BP").unwrap_or_default())
-            .map_err(|e| anyhow::anyhow!("invalid SETTLEMENT__FEES__MCC_BP: {e}"))?;
-        Ok(Self { common: CommonSettings::from_env(CONTEXT, DEFAULT_PORT)?, fees })
+        let fees = FeeSchedule::parse_overrides(
+            default_bp,
+            &env.get("FEES", "MCC_BP").unwrap_or_default(),
+        )
+        .map_err(|e| anyhow::anyhow!("invalid SETTLEMENT__FEES__MCC_BP: {e}"))?;
+        Ok(Self {
+            common: CommonSettings::from_env(CONTEXT, DEFAULT_PORT)?,
+            fees,
+        })
     }
 }
 
@@ -68,7 +74,9 @@ impl Application {
             )]
         })
         .await?;
-        let state = web::Data::new(AppState { pool: plumbing.pool.clone() });
+        let state = web::Data::new(AppState {
+            pool: plumbing.pool.clone(),
+        });
         let ready: ReadyCheck = {
             let (pool, broker) = (plumbing.pool.clone(), plumbing.broker.clone());
             Arc::new(move || {
@@ -76,16 +84,31 @@ impl Application {
                 Box::pin(async move { startup::base_checks(&pool, &broker).await })
             })
         };
-        let verifier = web::Data::new(JwtVerifier::new(&common.jwt_secret, &common.jwt_issuer, &common.jwt_audience));
+        let verifier = web::Data::new(JwtVerifier::new(
+            &common.jwt_secret,
+            &common.jwt_issuer,
+            &common.jwt_audience,
+        ));
         let (server, port) = serve(
-            ServerConfig { host: common.host.clone(), port: common.port, workers: 2, verifier, ready, openapi: OPENAPI },
+            ServerConfig {
+                host: common.host.clone(),
+                port: common.port,
+                workers: 2,
+                verifier,
+                ready,
+                openapi: OPENAPI,
+            },
             move |cfg| {
                 cfg.app_data(state.clone());
                 http::routes(cfg);
             },
         )?;
         tracing::info!(port, "settlement listening");
-        Ok(Self { port, server, tasks: plumbing.tasks })
+        Ok(Self {
+            port,
+            server,
+            tasks: plumbing.tasks,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -43,9 +43,16 @@ fn open_batch(conn: &mut PgConnection, merchant_id: &str, currency: &str) -> Que
 }
 
 /// Places a captured payment in its merchant's open batch, once.
-pub fn apply_captured(conn: &mut PgConnection, event_id: Uuid, c: &PaymentCaptured, fees: &FeeSchedule) -> Result<bool, ApplyError> {
-    let currency = Currency::parse(&c.amount.currency).map_err(|e| ApplyError::Invalid(e.to_string()))?;
-    let amount = Money::positive(c.amount.amount, currency).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+pub fn apply_captured(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    c: &PaymentCaptured,
+    fees: &FeeSchedule,
+) -> Result<bool, ApplyError> {
+    let currency =
+        Currency::parse(&c.amount.currency).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+    let amount = Money::positive(c.amount.amount, currency)
+        .map_err(|e| ApplyError::Invalid(e.to_string()))?;
     let fee = fees.fee(amount, &c.merchant.mcc);
     conn.transaction(|conn| {
         if !inbox::claim(conn, event_id, events::PAYMENT_CAPTURED)? {
@@ -218,7 +225,12 @@ fn recompute(conn: &mut PgConnection, batch_id: Uuid) -> QueryResult<BatchRow> {
 }
 
 /// Batches in id order (oldest first), optionally of one merchant, after a cursor.
-pub fn list_batches(conn: &mut PgConnection, merchant_id: Option<String>, after: Option<Uuid>, limit: i64) -> QueryResult<Vec<BatchRow>> {
+pub fn list_batches(
+    conn: &mut PgConnection,
+    merchant_id: Option<String>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<BatchRow>> {
     diesel::sql_query(format!(
         "SELECT {BATCH_COLUMNS} FROM batches WHERE ($1::text IS NULL OR merchant_id = $1) \
          AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"

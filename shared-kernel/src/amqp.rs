@@ -25,7 +25,10 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(url: Secret<String>) -> Arc<Self> {
-        Arc::new(Self { url, conn: Mutex::new(None) })
+        Arc::new(Self {
+            url,
+            conn: Mutex::new(None),
+        })
     }
 
     /// A new channel on the live connection, reconnecting first when needed.
@@ -34,7 +37,10 @@ impl Broker {
         let mut guard = self.conn.lock().await;
         if let Some(conn) = guard.as_ref() {
             if conn.status().connected() {
-                return conn.create_channel().await.context("opening an AMQP channel");
+                return conn
+                    .create_channel()
+                    .await
+                    .context("opening an AMQP channel");
             }
         }
         let conn = tokio::time::timeout(
@@ -44,13 +50,20 @@ impl Broker {
         .await
         .context("timed out connecting to RabbitMQ")?
         .context("connecting to RabbitMQ")?;
-        let channel = conn.create_channel().await.context("opening an AMQP channel")?;
+        let channel = conn
+            .create_channel()
+            .await
+            .context("opening an AMQP channel")?;
         *guard = Some(conn);
         Ok(channel)
     }
 
     pub async fn is_connected(&self) -> bool {
-        self.conn.lock().await.as_ref().is_some_and(|c| c.status().connected())
+        self.conn
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
     }
 }
 
@@ -62,7 +75,9 @@ pub struct Topology {
 
 impl Topology {
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned() }
+        Self {
+            prefix: prefix.to_owned(),
+        }
     }
     /// The topic exchange a context publishes its events to.
     pub fn exchange(&self, producer: &str) -> String {
@@ -79,7 +94,10 @@ pub async fn declare_exchange(channel: &Channel, name: &str) -> anyhow::Result<(
         .exchange_declare(
             name.into(),
             ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await
@@ -87,17 +105,38 @@ pub async fn declare_exchange(channel: &Channel, name: &str) -> anyhow::Result<(
 }
 
 /// Declares a durable quorum queue bound to `exchange` for each routing key.
-pub async fn declare_queue(channel: &Channel, queue: &str, exchange: &str, keys: &[&str]) -> anyhow::Result<()> {
+pub async fn declare_queue(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    keys: &[&str],
+) -> anyhow::Result<()> {
     declare_exchange(channel, exchange).await?;
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     channel
-        .queue_declare(queue.into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
         .await
         .with_context(|| format!("declaring queue {queue}"))?;
     for key in keys {
         channel
-            .queue_bind(queue.into(), exchange.into(), (*key).into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                (*key).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .with_context(|| format!("binding {queue} to {exchange} with {key}"))?;
     }
@@ -142,14 +181,23 @@ pub async fn consume_forever(broker: Arc<Broker>, sub: Subscription, handler: Ha
     }
 }
 
-async fn consume_once(broker: &Broker, sub: &Subscription, handler: &Handler) -> anyhow::Result<()> {
+async fn consume_once(
+    broker: &Broker,
+    sub: &Subscription,
+    handler: &Handler,
+) -> anyhow::Result<()> {
     let queue = sub.queue.as_str();
     let channel = broker.channel().await?;
     let keys: Vec<&str> = sub.keys.iter().map(String::as_str).collect();
     declare_queue(&channel, queue, &sub.exchange, &keys).await?;
     channel.basic_qos(32, BasicQosOptions::default()).await?;
     let mut consumer = channel
-        .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .with_context(|| format!("consuming {queue}"))?;
     tracing::info!(queue, "consumer started");
@@ -160,7 +208,9 @@ async fn consume_once(broker: &Broker, sub: &Subscription, handler: &Handler) ->
             Err(e) => {
                 tracing::error!(queue, error = %e, "unparseable message rejected");
                 metrics::counter!("consumer_messages_total", "queue" => queue.to_owned(), "outcome" => "rejected").increment(1);
-                delivery.reject(BasicRejectOptions { requeue: false }).await?;
+                delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await?;
                 continue;
             }
         };
@@ -178,12 +228,19 @@ async fn consume_once(broker: &Broker, sub: &Subscription, handler: &Handler) ->
                 tracing::warn!(queue, event_id = %event.id, event_type = %event.event_type, reason, "transient failure; requeued");
                 metrics::counter!("consumer_messages_total", "queue" => queue.to_owned(), "outcome" => "requeued").increment(1);
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await?;
             }
             Err(HandlerError::Permanent(reason)) => {
                 tracing::error!(queue, event_id = %event.id, event_type = %event.event_type, reason, "permanent failure; rejected");
                 metrics::counter!("consumer_messages_total", "queue" => queue.to_owned(), "outcome" => "rejected").increment(1);
-                delivery.reject(BasicRejectOptions { requeue: false }).await?;
+                delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await?;
             }
         }
     }
@@ -198,6 +255,9 @@ mod tests {
     fn names_carry_the_prefix() {
         let t = Topology::new("t1.");
         assert_eq!(t.exchange("payments"), "t1.payments.events");
-        assert_eq!(t.queue("settlement", "payments"), "t1.settlement.payments-events");
+        assert_eq!(
+            t.queue("settlement", "payments"),
+            "t1.settlement.payments-events"
+        );
     }
 }

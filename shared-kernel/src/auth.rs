@@ -47,7 +47,10 @@ impl JwtVerifier {
         validation.validate_nbf = true;
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        Self { key: DecodingKey::from_secret(secret.expose().as_bytes()), validation }
+        Self {
+            key: DecodingKey::from_secret(secret.expose().as_bytes()),
+            validation,
+        }
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, Problem> {
@@ -57,7 +60,12 @@ impl JwtVerifier {
         })?;
         Ok(Caller {
             subject: data.claims.sub,
-            scopes: data.claims.scope.split_whitespace().map(str::to_owned).collect(),
+            scopes: data
+                .claims
+                .scope
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
         })
     }
 }
@@ -78,7 +86,12 @@ impl JwtIssuer {
         }
     }
 
-    pub fn mint(&self, subject: &str, scopes: &[&str], ttl_secs: i64) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn mint(
+        &self,
+        subject: &str,
+        scopes: &[&str],
+        ttl_secs: i64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: subject.to_owned(),
@@ -106,7 +119,9 @@ impl Caller {
         if self.scopes.iter().any(|s| s == scope) {
             Ok(())
         } else {
-            Err(Problem::forbidden(format!("this operation needs the scope '{scope}'")))
+            Err(Problem::forbidden(format!(
+                "this operation needs the scope '{scope}'"
+            )))
         }
     }
 }
@@ -133,7 +148,9 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, Problem> {
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| Problem::unauthenticated("the Authorization header must be 'Bearer <token>'"))?;
+        .ok_or_else(|| {
+            Problem::unauthenticated("the Authorization header must be 'Bearer <token>'")
+        })?;
     verifier.verify(token.trim())
 }
 
@@ -143,7 +160,10 @@ mod tests {
 
     fn pair() -> (JwtIssuer, JwtVerifier) {
         let secret = Secret::new("k".repeat(32));
-        (JwtIssuer::new(&secret, "iss", "aud"), JwtVerifier::new(&secret, "iss", "aud"))
+        (
+            JwtIssuer::new(&secret, "iss", "aud"),
+            JwtVerifier::new(&secret, "iss", "aud"),
+        )
     }
 
     #[test]
@@ -161,9 +181,13 @@ mod tests {
         let (issuer, verifier) = pair();
         let expired = issuer.mint("a", &[], -60).unwrap();
         assert_eq!(verifier.verify(&expired).unwrap_err().status, 401);
-        let other = JwtIssuer::new(&Secret::new("x".repeat(32)), "iss", "aud").mint("a", &[], 60).unwrap();
+        let other = JwtIssuer::new(&Secret::new("x".repeat(32)), "iss", "aud")
+            .mint("a", &[], 60)
+            .unwrap();
         assert_eq!(verifier.verify(&other).unwrap_err().status, 401);
-        let wrong_aud = JwtIssuer::new(&Secret::new("k".repeat(32)), "iss", "other").mint("a", &[], 60).unwrap();
+        let wrong_aud = JwtIssuer::new(&Secret::new("k".repeat(32)), "iss", "other")
+            .mint("a", &[], 60)
+            .unwrap();
         assert_eq!(verifier.verify(&wrong_aud).unwrap_err().status, 401);
     }
 }

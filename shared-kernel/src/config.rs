@@ -36,30 +36,44 @@ pub struct Env {
 
 impl Env {
     pub fn new(context: &str) -> Self {
-        Self { context: context.to_uppercase() }
+        Self {
+            context: context.to_uppercase(),
+        }
     }
 
     pub fn get(&self, section: &str, key: &str) -> Option<String> {
         let own = format!("{}__{}__{}", self.context, section, key);
         let shared = format!("FLEET__{section}__{key}");
-        std::env::var(own).ok().or_else(|| std::env::var(shared).ok()).filter(|v| !v.is_empty())
+        std::env::var(own)
+            .ok()
+            .or_else(|| std::env::var(shared).ok())
+            .filter(|v| !v.is_empty())
     }
 
-    pub fn parse<T: std::str::FromStr>(&self, section: &str, key: &str, default: T) -> anyhow::Result<T>
+    pub fn parse<T: std::str::FromStr>(
+        &self,
+        section: &str,
+        key: &str,
+        default: T,
+    ) -> anyhow::Result<T>
     where
         T::Err: std::fmt::Display,
     {
         match self.get(section, key) {
             None => Ok(default),
-            Some(raw) => raw.parse().map_err(|e| {
-                anyhow::anyhow!("invalid {}__{section}__{key}: {e}", self.context)
-            }),
+            Some(raw) => raw
+                .parse()
+                .map_err(|e| anyhow::anyhow!("invalid {}__{section}__{key}: {e}", self.context)),
         }
     }
 
     pub fn required(&self, section: &str, key: &str) -> anyhow::Result<String> {
-        self.get(section, key)
-            .with_context(|| format!("{}__{section}__{key} (or FLEET__{section}__{key}) must be set", self.context))
+        self.get(section, key).with_context(|| {
+            format!(
+                "{}__{section}__{key} (or FLEET__{section}__{key}) must be set",
+                self.context
+            )
+        })
     }
 }
 
@@ -71,25 +85,37 @@ impl CommonSettings {
             Some(addr) => Some(VaultSettings {
                 addr,
                 token: Secret::new(env.required("VAULT", "TOKEN")?),
-                transit_mount: env.get("VAULT", "TRANSIT_MOUNT").unwrap_or_else(|| "transit".to_owned()),
+                transit_mount: env
+                    .get("VAULT", "TRANSIT_MOUNT")
+                    .unwrap_or_else(|| "transit".to_owned()),
             }),
         };
         let jwt_secret = env.required("AUTH", "JWT_SECRET")?;
         if jwt_secret.len() < 32 {
-            bail!("{}__AUTH__JWT_SECRET must be at least 32 bytes", context.to_uppercase());
+            bail!(
+                "{}__AUTH__JWT_SECRET must be at least 32 bytes",
+                context.to_uppercase()
+            );
         }
         Ok(Self {
-            host: env.get("HTTP", "HOST").unwrap_or_else(|| "127.0.0.1".to_owned()),
+            host: env
+                .get("HTTP", "HOST")
+                .unwrap_or_else(|| "127.0.0.1".to_owned()),
             port: env.parse("HTTP", "PORT", default_port)?,
             database_url: Secret::new(env.required("DATABASE", "URL")?),
             database_pool_size: env.parse("DATABASE", "POOL_SIZE", 10)?,
             amqp_url: Secret::new(
-                env.get("AMQP", "URL").unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+                env.get("AMQP", "URL")
+                    .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
             ),
             amqp_prefix: env.get("AMQP", "PREFIX").unwrap_or_default(),
             jwt_secret: Secret::new(jwt_secret),
-            jwt_issuer: env.get("AUTH", "ISSUER").unwrap_or_else(|| "fleet-dev".to_owned()),
-            jwt_audience: env.get("AUTH", "AUDIENCE").unwrap_or_else(|| "fleet".to_owned()),
+            jwt_issuer: env
+                .get("AUTH", "ISSUER")
+                .unwrap_or_else(|| "fleet-dev".to_owned()),
+            jwt_audience: env
+                .get("AUTH", "AUDIENCE")
+                .unwrap_or_else(|| "fleet".to_owned()),
             vault,
         })
     }

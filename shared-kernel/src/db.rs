@@ -26,7 +26,9 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SearchPath {
 fn check_schema_name(schema: &str) -> anyhow::Result<()> {
     let ok = !schema.is_empty()
         && schema.len() <= 63
-        && schema.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
         && !schema.starts_with(|c: char| c.is_ascii_digit());
     if !ok {
         bail!("invalid schema name {schema:?}");
@@ -51,9 +53,12 @@ pub fn pool(url: &str, schema: &str, max_size: u32) -> anyhow::Result<PgPool> {
 /// migration history table (`__diesel_schema_migrations`) lands in that schema too.
 pub fn migrate(url: &str, schema: &str, migrations: EmbeddedMigrations) -> anyhow::Result<()> {
     check_schema_name(schema)?;
-    let mut conn = PgConnection::establish(url).context("connecting to PostgreSQL for migrations")?;
-    conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"))
-        .context("preparing the schema")?;
+    let mut conn =
+        PgConnection::establish(url).context("connecting to PostgreSQL for migrations")?;
+    conn.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+    ))
+    .context("preparing the schema")?;
     conn.run_pending_migrations(migrations)
         .map_err(|e| anyhow::anyhow!("migrations of schema {schema} failed: {e}"))?;
     Ok(())
@@ -99,6 +104,12 @@ pub fn db_problem(e: diesel::result::Error) -> Problem {
     }
 }
 
+impl From<diesel::result::Error> for Problem {
+    fn from(e: diesel::result::Error) -> Self {
+        db_problem(e)
+    }
+}
+
 /// Whether the database answers (readiness).
 pub fn ping(pool: &PgPool) -> bool {
     match pool.get() {
@@ -118,11 +129,5 @@ mod tests {
         assert!(check_schema_name("payments; drop table x").is_err());
         assert!(check_schema_name("Payments").is_err());
         assert!(check_schema_name("").is_err());
-    }
-}
-
-impl From<diesel::result::Error> for Problem {
-    fn from(e: diesel::result::Error) -> Self {
-        db_problem(e)
     }
 }

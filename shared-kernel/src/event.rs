@@ -59,7 +59,13 @@ mod tests {
 
     #[test]
     fn envelope_uses_cloudevents_attribute_names() {
-        let e = CloudEvent::new("/payments", "payments.payment_captured.v1", "abc", 1, serde_json::json!({"x": 1}));
+        let e = CloudEvent::new(
+            "/payments",
+            "payments.payment_captured.v1",
+            "abc",
+            1,
+            serde_json::json!({"x": 1}),
+        );
         let v = serde_json::to_value(&e).unwrap_or_default();
         assert_eq!(v["specversion"], "1.0");
         assert_eq!(v["type"], "payments.payment_captured.v1");

@@ -29,16 +29,30 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
             .headers()
             .get(actix_web::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("application/json")
+            })
             .unwrap_or(false);
         let bytes = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             if !json_type {
-                return Err(Problem::of("unsupported-media-type", "the body must be application/json"));
+                return Err(Problem::of(
+                    "unsupported-media-type",
+                    "the body must be application/json",
+                ));
             }
             let bytes = bytes.await.map_err(|e| {
-                if e.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    Problem::of("payload-too-large", format!("the body must be at most {MAX_BODY_BYTES} bytes"))
+                if e.as_response_error().status_code()
+                    == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
+                {
+                    Problem::of(
+                        "payload-too-large",
+                        format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+                    )
                 } else {
                     Problem::malformed("the body could not be read")
                 }
@@ -58,10 +72,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         }
         let mut pointer = json_pointer(&e.path().to_string());
         let message = inner.to_string();
-        if let Some(field) = message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
             pointer = format!("{}/{field}", pointer.trim_end_matches('/'));
         }
-        let detail = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        let detail = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
         Problem::field(&pointer, detail)
     })
 }
@@ -77,13 +98,18 @@ fn json_pointer(path: &str) -> String {
 
 /// The `Idempotency-Key` header: required, 1–255 visible ASCII characters.
 pub fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
-    let value = req
-        .headers()
-        .get("Idempotency-Key")
-        .ok_or_else(|| Problem::of("missing-idempotency-key", "this operation needs an Idempotency-Key header"))?;
+    let value = req.headers().get("Idempotency-Key").ok_or_else(|| {
+        Problem::of(
+            "missing-idempotency-key",
+            "this operation needs an Idempotency-Key header",
+        )
+    })?;
     let key = value.to_str().unwrap_or("").trim();
     if key.is_empty() || key.len() > 255 {
-        return Err(Problem::of("missing-idempotency-key", "the Idempotency-Key must be 1 to 255 visible characters"));
+        return Err(Problem::of(
+            "missing-idempotency-key",
+            "the Idempotency-Key must be 1 to 255 visible characters",
+        ));
     }
     Ok(key.to_owned())
 }
@@ -110,14 +136,18 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, Problem> {
     match limit {
         None => Ok(50),
         Some(n) if (1..=100).contains(&n) => Ok(n),
-        Some(_) => Err(Problem::of("validation-failed", "limit must be between 1 and 100")),
+        Some(_) => Err(Problem::of(
+            "validation-failed",
+            "limit must be between 1 and 100",
+        )),
     }
 }
 
 /// Query strings that fail to parse are problems too.
 pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default()
-        .error_handler(|e, _| Problem::of("validation-failed", format!("invalid query string: {e}")).into())
+    web::QueryConfig::default().error_handler(|e, _| {
+        Problem::of("validation-failed", format!("invalid query string: {e}")).into()
+    })
 }
 
 /// Path segments that fail to parse (a malformed id) name nothing that exists: 404.
@@ -160,7 +190,12 @@ pub async fn live() -> HttpResponse {
 pub fn ready_response(checks: &[(&str, bool)]) -> HttpResponse {
     let body: serde_json::Map<String, serde_json::Value> = checks
         .iter()
-        .map(|(name, ok)| ((*name).to_owned(), serde_json::Value::from(if *ok { "up" } else { "down" })))
+        .map(|(name, ok)| {
+            (
+                (*name).to_owned(),
+                serde_json::Value::from(if *ok { "up" } else { "down" }),
+            )
+        })
         .collect();
     if checks.iter().all(|(_, ok)| *ok) {
         HttpResponse::Ok().json(serde_json::json!({"status": "up", "checks": body}))
@@ -178,7 +213,9 @@ pub async fn request_metrics(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().to_string();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     let res = next.call(req).await?;
     let class = format!("{}xx", res.status().as_u16() / 100);
     metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status_class" => class)
@@ -232,8 +269,16 @@ pub struct MoneyIn {
 
 impl MoneyIn {
     /// Parses into `Money`, recording problems at `pointer`; `positive` refuses zero.
-    pub fn parse(&self, pointer: &str, positive: bool, v: &mut crate::problem::Violations) -> Option<crate::Money> {
-        let currency = v.check(&format!("{pointer}/currency"), crate::Currency::parse(&self.currency))?;
+    pub fn parse(
+        &self,
+        pointer: &str,
+        positive: bool,
+        v: &mut crate::problem::Violations,
+    ) -> Option<crate::Money> {
+        let currency = v.check(
+            &format!("{pointer}/currency"),
+            crate::Currency::parse(&self.currency),
+        )?;
         let money = if positive {
             crate::Money::positive(self.amount, currency)
         } else {

@@ -126,13 +126,19 @@ impl Money {
 
     pub fn checked_add(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let amount = self.amount.checked_add(other.amount).ok_or(MoneyError::Overflow)?;
+        let amount = self
+            .amount
+            .checked_add(other.amount)
+            .ok_or(MoneyError::Overflow)?;
         Ok(Money::new(amount, self.currency))
     }
 
     pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let amount = self.amount.checked_sub(other.amount).ok_or(MoneyError::Overflow)?;
+        let amount = self
+            .amount
+            .checked_sub(other.amount)
+            .ok_or(MoneyError::Overflow)?;
         Ok(Money::new(amount, self.currency))
     }
 
@@ -148,7 +154,8 @@ impl Money {
             quotient
         };
         // |amount * bp / 10_000| <= |amount| when bp <= 10_000; callers pass fee rates.
-        let amount = i64::try_from(rounded).unwrap_or(if rounded > 0 { i64::MAX } else { i64::MIN });
+        let amount =
+            i64::try_from(rounded).unwrap_or(if rounded > 0 { i64::MAX } else { i64::MIN });
         Money::new(amount, self.currency)
     }
 }
@@ -179,29 +186,56 @@ mod tests {
             usd.checked_add(eur),
             Err(MoneyError::CurrencyMismatch(Currency::Usd, Currency::Eur))
         );
-        assert_eq!(usd.checked_sub(Money::new(30, Currency::Usd)), Ok(Money::new(70, Currency::Usd)));
-        assert_eq!(Money::new(i64::MAX, Currency::Usd).checked_add(usd), Err(MoneyError::Overflow));
+        assert_eq!(
+            usd.checked_sub(Money::new(30, Currency::Usd)),
+            Ok(Money::new(70, Currency::Usd))
+        );
+        assert_eq!(
+            Money::new(i64::MAX, Currency::Usd).checked_add(usd),
+            Err(MoneyError::Overflow)
+        );
     }
 
     #[test]
     fn positive_and_non_negative_constructors() {
-        assert_eq!(Money::positive(0, Currency::Usd), Err(MoneyError::NotPositive));
-        assert_eq!(Money::positive(-5, Currency::Usd), Err(MoneyError::NotPositive));
+        assert_eq!(
+            Money::positive(0, Currency::Usd),
+            Err(MoneyError::NotPositive)
+        );
+        assert_eq!(
+            Money::positive(-5, Currency::Usd),
+            Err(MoneyError::NotPositive)
+        );
         assert!(Money::non_negative(0, Currency::Usd).is_ok());
-        assert_eq!(Money::non_negative(-1, Currency::Usd), Err(MoneyError::Negative));
+        assert_eq!(
+            Money::non_negative(-1, Currency::Usd),
+            Err(MoneyError::Negative)
+        );
     }
 
     #[test]
     fn percentage_rounds_half_away_from_zero() {
         // 1.50% of 1000 = 15 exactly
-        assert_eq!(Money::new(1000, Currency::Usd).percentage_bp(150).amount, 15);
+        assert_eq!(
+            Money::new(1000, Currency::Usd).percentage_bp(150).amount,
+            15
+        );
         // 1.50% of 1234 = 18.51 -> 19
-        assert_eq!(Money::new(1234, Currency::Usd).percentage_bp(150).amount, 19);
+        assert_eq!(
+            Money::new(1234, Currency::Usd).percentage_bp(150).amount,
+            19
+        );
         // 1.50% of 1233 = 18.495 -> 18
-        assert_eq!(Money::new(1233, Currency::Usd).percentage_bp(150).amount, 18);
+        assert_eq!(
+            Money::new(1233, Currency::Usd).percentage_bp(150).amount,
+            18
+        );
         // 1.50% of 100 = 1.5 -> 2 (half away from zero)
         assert_eq!(Money::new(100, Currency::Usd).percentage_bp(150).amount, 2);
-        assert_eq!(Money::new(-100, Currency::Usd).percentage_bp(150).amount, -2);
+        assert_eq!(
+            Money::new(-100, Currency::Usd).percentage_bp(150).amount,
+            -2
+        );
     }
 
     #[test]

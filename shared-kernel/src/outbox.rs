@@ -73,7 +73,11 @@ pub fn backlog(conn: &mut PgConnection) -> QueryResult<(i64, f64)> {
 }
 
 /// Starts the relay on the current tokio runtime, and its LISTEN thread.
-pub fn spawn_relay(pool: PgPool, broker: Arc<Broker>, config: RelayConfig) -> tokio::task::JoinHandle<()> {
+pub fn spawn_relay(
+    pool: PgPool,
+    broker: Arc<Broker>,
+    config: RelayConfig,
+) -> tokio::task::JoinHandle<()> {
     let wake = Arc::new(Notify::new());
     spawn_listener(config.clone(), wake.clone());
     tokio::spawn(run_relay(pool, broker, config, wake))
@@ -85,7 +89,7 @@ fn spawn_listener(config: RelayConfig, wake: Arc<Notify>) {
     let spawned = std::thread::Builder::new().name(format!("outbox-listen-{}", config.schema)).spawn(move || loop {
         let conn = PgConnection::establish(config.database_url.expose()).and_then(|mut c| {
             c.batch_execute(&format!("LISTEN {}", config.notify_channel))
-                .map_err(|e| diesel::ConnectionError::CouldntSetupConfiguration(e))?;
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             Ok(c)
         });
         let mut conn = match conn {
@@ -137,7 +141,9 @@ async fn run_relay(pool: PgPool, broker: Arc<Broker>, config: RelayConfig, wake:
 
 async fn open_channel(broker: &Broker, exchange: &str) -> anyhow::Result<Channel> {
     let channel = broker.channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     declare_exchange(&channel, exchange).await?;
     Ok(channel)
 }
@@ -173,7 +179,9 @@ async fn relay_once(
     if channel.as_ref().is_none_or(|c| !c.status().connected()) {
         *channel = Some(open_channel(broker, &config.exchange).await?);
     }
-    let ch = channel.as_ref().ok_or_else(|| anyhow::anyhow!("no channel"))?;
+    let ch = channel
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no channel"))?;
     let started = Instant::now();
     let mut pending = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -186,7 +194,10 @@ async fn relay_once(
             .basic_publish(
                 config.exchange.as_str().into(),
                 row.event_type.as_str().into(),
-                BasicPublishOptions { mandatory: false, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: false,
+                    ..Default::default()
+                },
                 &body,
                 props,
             )
@@ -197,19 +208,24 @@ async fn relay_once(
     for (id, confirm) in pending {
         match confirm.await? {
             Confirmation::Ack(_) | Confirmation::NotRequested => acked.push(id),
-            Confirmation::Nack(_) => tracing::warn!(outbox_id = id, "broker nacked; row stays unpublished"),
+            Confirmation::Nack(_) => {
+                tracing::warn!(outbox_id = id, "broker nacked; row stays unpublished")
+            }
         }
     }
     let n = acked.len();
     crate::db::run(pool, move |conn| {
-        diesel::sql_query("UPDATE outbox SET published_at = now(), leased_until = NULL WHERE id = ANY($1)")
-            .bind::<Array<BigInt>, _>(acked)
-            .execute(conn)
-            .map_err(crate::db::db_problem)
+        diesel::sql_query(
+            "UPDATE outbox SET published_at = now(), leased_until = NULL WHERE id = ANY($1)",
+        )
+        .bind::<Array<BigInt>, _>(acked)
+        .execute(conn)
+        .map_err(crate::db::db_problem)
     })
     .await
     .map_err(|p| anyhow::anyhow!("marking outbox rows published: {p}"))?;
-    metrics::counter!("outbox_published_total", "exchange" => config.exchange.clone()).increment(n as u64);
+    metrics::counter!("outbox_published_total", "exchange" => config.exchange.clone())
+        .increment(n as u64);
     metrics::histogram!("outbox_batch_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(published = n, "outbox batch published");
     Ok(rows.len())

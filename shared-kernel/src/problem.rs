@@ -10,14 +10,22 @@ pub const PROBLEM_BASE: &str = "https://problems.fleet-cards.example/";
 /// Every problem type the code can emit: (slug, title, status).
 pub const PROBLEM_TYPES: &[(&str, &str, u16)] = &[
     ("malformed-request", "Malformed request", 400),
-    ("missing-idempotency-key", "Idempotency-Key header required", 400),
+    (
+        "missing-idempotency-key",
+        "Idempotency-Key header required",
+        400,
+    ),
     ("unauthenticated", "Authentication required", 401),
     ("forbidden", "Insufficient scope", 403),
     ("not-found", "Resource not found", 404),
     ("conflict", "Conflict with current state", 409),
     ("idempotency-key-in-use", "Idempotency key in use", 409),
     ("validation-failed", "Validation failed", 422),
-    ("idempotency-key-reused", "Idempotency key reused with a different request", 422),
+    (
+        "idempotency-key-reused",
+        "Idempotency key reused with a different request",
+        422,
+    ),
     ("payload-too-large", "Payload too large", 413),
     ("unsupported-media-type", "Unsupported media type", 415),
     ("service-unavailable", "Service unavailable", 503),
@@ -84,7 +92,10 @@ impl Problem {
     }
     /// An internal failure. The detail given is logged by the caller, never returned.
     pub fn internal() -> Self {
-        Self::of("internal-error", "an internal error occurred; it has been logged")
+        Self::of(
+            "internal-error",
+            "an internal error occurred; it has been logged",
+        )
     }
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let mut p = Self::of("validation-failed", "the request body failed validation");
@@ -92,11 +103,16 @@ impl Problem {
         p
     }
     pub fn field(pointer: &str, detail: impl Into<String>) -> Self {
-        Self::validation(vec![FieldError { pointer: pointer.to_owned(), detail: detail.into() }])
+        Self::validation(vec![FieldError {
+            pointer: pointer.to_owned(),
+            detail: detail.into(),
+        }])
     }
 
     pub fn slug(&self) -> &str {
-        self.problem_type.strip_prefix(PROBLEM_BASE).unwrap_or(&self.problem_type)
+        self.problem_type
+            .strip_prefix(PROBLEM_BASE)
+            .unwrap_or(&self.problem_type)
     }
 }
 
@@ -127,7 +143,10 @@ impl Violations {
         Self::default()
     }
     pub fn add(&mut self, pointer: &str, detail: impl Into<String>) {
-        self.0.push(FieldError { pointer: pointer.to_owned(), detail: detail.into() });
+        self.0.push(FieldError {
+            pointer: pointer.to_owned(),
+            detail: detail.into(),
+        });
     }
     /// Records the error of `result` at `pointer`, returning its value when it is Ok.
     pub fn check<T, E: fmt::Display>(&mut self, pointer: &str, result: Result<T, E>) -> Option<T> {

@@ -2,7 +2,10 @@
 //! and error handling, with the context's own routes.
 
 use crate::auth::JwtVerifier;
-use crate::http::{live, metrics_endpoint, not_found, path_config, query_config, ready_response, request_metrics, MAX_BODY_BYTES};
+use crate::http::{
+    live, metrics_endpoint, not_found, path_config, query_config, ready_response, request_metrics,
+    MAX_BODY_BYTES,
+};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -31,7 +34,14 @@ pub fn serve<F>(config: ServerConfig, routes: F) -> std::io::Result<(Server, u16
 where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 {
-    let ServerConfig { host, port, workers, verifier, ready: check, openapi } = config;
+    let ServerConfig {
+        host,
+        port,
+        workers,
+        verifier,
+        ready: check,
+        openapi,
+    } = config;
     let check = web::Data::new(check);
     let server = HttpServer::new(move || {
         App::new()
@@ -46,7 +56,11 @@ where
             .route("/metrics", web::get().to(metrics_endpoint))
             .route(
                 "/openapi.json",
-                web::get().to(move || async move { HttpResponse::Ok().content_type("application/json").body(openapi) }),
+                web::get().to(move || async move {
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(openapi)
+                }),
             )
             .configure(routes.clone())
             .default_service(web::to(not_found))

@@ -27,7 +27,11 @@ pub async fn start(
 ) -> anyhow::Result<Plumbing> {
     let url = common.database_url.clone();
     tokio::task::spawn_blocking(move || db::migrate(url.expose(), schema, migrations)).await??;
-    let pool = db::pool(common.database_url.expose(), schema, common.database_pool_size)?;
+    let pool = db::pool(
+        common.database_url.expose(),
+        schema,
+        common.database_pool_size,
+    )?;
     let broker = Broker::new(common.amqp_url.clone());
     let topology = Topology::new(&common.amqp_prefix);
     let mut tasks = vec![spawn_relay(
@@ -52,10 +56,18 @@ pub async fn start(
     for (sub, handler) in subscriptions {
         tasks.push(tokio::spawn(consume_forever(broker.clone(), sub, handler)));
     }
-    Ok(Plumbing { pool, broker, topology, tasks })
+    Ok(Plumbing {
+        pool,
+        broker,
+        topology,
+        tasks,
+    })
 }
 
-async fn declare_all(broker: &Broker, subscriptions: &[(Subscription, Handler)]) -> anyhow::Result<()> {
+async fn declare_all(
+    broker: &Broker,
+    subscriptions: &[(Subscription, Handler)],
+) -> anyhow::Result<()> {
     let channel = broker.channel().await?;
     for (sub, _) in subscriptions {
         let keys: Vec<&str> = sub.keys.iter().map(String::as_str).collect();
@@ -68,12 +80,19 @@ async fn declare_all(broker: &Broker, subscriptions: &[(Subscription, Handler)])
 /// Readiness of what every context depends on: the database and the broker.
 pub async fn base_checks(pool: &PgPool, broker: &Broker) -> Vec<(&'static str, bool)> {
     let p = pool.clone();
-    let db_ok = tokio::task::spawn_blocking(move || db::ping(&p)).await.unwrap_or(false);
+    let db_ok = tokio::task::spawn_blocking(move || db::ping(&p))
+        .await
+        .unwrap_or(false);
     vec![("database", db_ok), ("broker", broker.is_connected().await)]
 }
 
 /// Subscription of `consumer` to `producer`'s events with these routing keys.
-pub fn subscription(topology: &Topology, consumer: &str, producer: &str, keys: &[&str]) -> Subscription {
+pub fn subscription(
+    topology: &Topology,
+    consumer: &str,
+    producer: &str,
+    keys: &[&str],
+) -> Subscription {
     Subscription {
         queue: topology.queue(consumer, producer),
         exchange: topology.exchange(producer),

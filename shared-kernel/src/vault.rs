@@ -24,13 +24,21 @@ impl Transit {
                 .context("building the Vault client settings")?,
         )
         .context("building the Vault client")?;
-        Ok(Self { client, mount: settings.transit_mount.clone() })
+        Ok(Self {
+            client,
+            mount: settings.transit_mount.clone(),
+        })
     }
 
     /// Mounts the transit engine when missing and creates `keys` (idempotent).
     pub async fn ensure_keys(&self, keys: &[&str]) -> anyhow::Result<()> {
-        if vaultrs::sys::mount::list(&self.client).await.context("listing Vault mounts")?.get(&format!("{}/", self.mount)).is_none() {
-            if let Err(e) = vaultrs::sys::mount::enable(&self.client, &self.mount, "transit", None).await {
+        let mounts = vaultrs::sys::mount::list(&self.client)
+            .await
+            .context("listing Vault mounts")?;
+        if !mounts.contains_key(&format!("{}/", self.mount)) {
+            if let Err(e) =
+                vaultrs::sys::mount::enable(&self.client, &self.mount, "transit", None).await
+            {
                 // Another process may have mounted it meanwhile.
                 if !e.to_string().contains("already in use") {
                     return Err(e).context("mounting the transit engine");
@@ -55,10 +63,13 @@ impl Transit {
     }
 
     pub async fn decrypt(&self, key: &str, ciphertext: &str) -> anyhow::Result<Vec<u8>> {
-        let resp = vaultrs::transit::data::decrypt(&self.client, &self.mount, key, ciphertext, None)
-            .await
-            .context("transit decrypt")?;
-        base64::engine::general_purpose::STANDARD.decode(resp.plaintext).context("decoding plaintext")
+        let resp =
+            vaultrs::transit::data::decrypt(&self.client, &self.mount, key, ciphertext, None)
+                .await
+                .context("transit decrypt")?;
+        base64::engine::general_purpose::STANDARD
+            .decode(resp.plaintext)
+            .context("decoding plaintext")
     }
 
     /// Keyed fingerprint, pinned to key version 1 so it stays stable across rotations.
@@ -66,9 +77,10 @@ impl Transit {
         let b64 = base64::engine::general_purpose::STANDARD.encode(input);
         let mut opts = vaultrs::api::transit::requests::GenerateHmacRequest::builder();
         opts.key_version(1u64);
-        let resp = vaultrs::transit::generate::hmac(&self.client, &self.mount, key, &b64, Some(&mut opts))
-            .await
-            .context("transit hmac")?;
+        let resp =
+            vaultrs::transit::generate::hmac(&self.client, &self.mount, key, &b64, Some(&mut opts))
+                .await
+                .context("transit hmac")?;
         Ok(resp.hmac)
     }
 

@@ -15,24 +15,37 @@ pub struct Exchange {
 
 pub fn load(path: &str) -> Value {
     let full = crate::root().join(path);
-    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("reading {}: {e}", full.display()));
+    let text = std::fs::read_to_string(&full)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", full.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", full.display()))
 }
 
 fn template_matches(template: &str, path: &str) -> bool {
     let t: Vec<&str> = template.trim_matches('/').split('/').collect();
     let p: Vec<&str> = path.trim_matches('/').split('/').collect();
-    t.len() == p.len() && t.iter().zip(&p).all(|(a, b)| (a.starts_with('{') && a.ends_with('}')) || a == b)
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(a, b)| (a.starts_with('{') && a.ends_with('}')) || a == b)
 }
 
 /// Problems found with `exchange` against `doc` (the document of the service it hit).
 pub fn check(doc: &Value, ex: &Exchange) -> Vec<String> {
-    let path = ex.url.split("://").nth(1).and_then(|r| r.find('/').map(|i| &r[i..])).unwrap_or("/");
+    let path = ex
+        .url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.find('/').map(|i| &r[i..]))
+        .unwrap_or("/");
     let path = path.split('?').next().unwrap_or(path);
     let at = format!("{} {} -> {}", ex.method, path, ex.status);
-    let Some((_, item)) = doc["paths"].as_object().and_then(|p| p.iter().find(|(t, _)| template_matches(t, path))) else {
+    let Some((_, item)) = doc["paths"]
+        .as_object()
+        .and_then(|p| p.iter().find(|(t, _)| template_matches(t, path)))
+    else {
         // A route outside the contract must still answer with a 404 problem.
-        let problem = json!({"$ref": "#/components/schemas/Problem", "components": doc["components"]});
+        let problem =
+            json!({"$ref": "#/components/schemas/Problem", "components": doc["components"]});
         let valid = jsonschema::validator_for(&problem).is_ok_and(|v| v.is_valid(&ex.body));
         if ex.status == 404 && valid && ex.content_type.starts_with("application/problem+json") {
             return vec![];
@@ -62,7 +75,10 @@ pub fn check(doc: &Value, ex: &Exchange) -> Vec<String> {
         Ok(v) => v,
         Err(e) => return vec![format!("{at}: contract schema does not compile: {e}")],
     };
-    validator.iter_errors(&ex.body).map(|e| format!("{at}: {} at {}", e, e.instance_path)).collect()
+    validator
+        .iter_errors(&ex.body)
+        .map(|e| format!("{at}: {} at {}", e, e.instance_path))
+        .collect()
 }
 
 /// Problems with an event's `data` against `contracts/events/<type>.schema.json`.
@@ -82,10 +98,24 @@ pub fn check_event(event: &Value) -> Vec<String> {
         Ok(v) => v,
         Err(e) => return vec![format!("{event_type}: schema does not compile: {e}")],
     };
-    let mut out: Vec<String> = validator.iter_errors(&event["data"]).map(|e| format!("{event_type}: {e} at {}", e.instance_path)).collect();
-    for attr in ["specversion", "id", "source", "type", "time", "subject", "datacontenttype", "sequence"] {
+    let mut out: Vec<String> = validator
+        .iter_errors(&event["data"])
+        .map(|e| format!("{event_type}: {e} at {}", e.instance_path))
+        .collect();
+    for attr in [
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "time",
+        "subject",
+        "datacontenttype",
+        "sequence",
+    ] {
         if event.get(attr).is_none() {
-            out.push(format!("{event_type}: missing CloudEvents attribute {attr}"));
+            out.push(format!(
+                "{event_type}: missing CloudEvents attribute {attr}"
+            ));
         }
     }
     out

@@ -21,7 +21,9 @@ pub struct Infra {
 static INFRA: OnceCell<Infra> = OnceCell::const_new();
 
 fn answers(addr: &str) -> bool {
-    addr.parse().ok().is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
+    addr.parse()
+        .ok()
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
 }
 
 impl Infra {
@@ -34,11 +36,15 @@ async fn discover() -> Infra {
     let mut containers = Vec::new();
     let postgres_admin_url = match std::env::var("FLEET_TEST_DATABASE_URL") {
         Ok(url) => url,
-        Err(_) if answers("127.0.0.1:5432") => "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+        Err(_) if answers("127.0.0.1:5432") => {
+            "postgres://postgres@127.0.0.1:5432/postgres".to_owned()
+        }
         Err(_) => {
             let c = GenericImage::new("postgres", "15")
                 .with_exposed_port(5432.tcp())
-                .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
+                .with_wait_for(WaitFor::message_on_stderr(
+                    "database system is ready to accept connections",
+                ))
                 .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
                 .start()
                 .await
@@ -67,15 +73,28 @@ async fn discover() -> Infra {
         (Ok(addr), Ok(token)) => Some((addr, token)),
         _ => start_dev_vault().await,
     };
-    Infra { postgres_admin_url, amqp_url, vault, _containers: containers }
+    Infra {
+        postgres_admin_url,
+        amqp_url,
+        vault,
+        _containers: containers,
+    }
 }
 
 /// Starts an OpenBao development server for this test process (it stops when the
 /// process ends), from the project-local install or the PATH.
 async fn start_dev_vault() -> Option<(String, String)> {
     let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/venv/bin/bao");
-    let bao = if std::path::Path::new(local).exists() { local.to_owned() } else { "bao".to_owned() };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let bao = if std::path::Path::new(local).exists() {
+        local.to_owned()
+    } else {
+        "bao".to_owned()
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     let token = uuid::Uuid::new_v4().to_string();
     let script = format!(
         "{bao} server -dev -dev-root-token-id={token} -dev-listen-address=127.0.0.1:{port} >/dev/null 2>&1 & B=$!; \
@@ -126,25 +145,48 @@ impl TestDatabase {
             Some((base, _)) => format!("{base}/{name}"),
             None => panic!("admin URL has no database part"),
         };
-        Self { name, url, admin_url: admin_url.to_owned() }
+        Self {
+            name,
+            url,
+            admin_url: admin_url.to_owned(),
+        }
     }
 
     pub async fn drop_now(self) {
-        admin_exec(self.admin_url.clone(), format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
+        admin_exec(
+            self.admin_url.clone(),
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        )
+        .await;
     }
 }
 
 /// Deletes the queues and exchanges a test system declared under `prefix`.
 pub async fn delete_broker_names(amqp_url: &str, prefix: &str) {
-    let Ok(conn) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await else {
+    let Ok(conn) =
+        lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await
+    else {
         return;
     };
-    let Ok(ch) = conn.create_channel().await else { return };
-    for q in ["payments.accounts-events", "settlement.payments-events", "accounts.settlement-events"] {
-        let _ = ch.queue_delete(format!("{prefix}{q}").as_str().into(), Default::default()).await;
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
+    for q in [
+        "payments.accounts-events",
+        "settlement.payments-events",
+        "accounts.settlement-events",
+    ] {
+        let _ = ch
+            .queue_delete(format!("{prefix}{q}").as_str().into(), Default::default())
+            .await;
     }
     for ctx in ["accounts", "payments", "settlement"] {
-        let _ = ch.exchange_delete(format!("{prefix}{ctx}.events").as_str().into(), Default::default()).await;
+        let _ = ch
+            .exchange_delete(
+                format!("{prefix}{ctx}.events").as_str().into(),
+                Default::default(),
+            )
+            .await;
     }
     let _ = conn.close(200, "done".into()).await;
 }

@@ -47,7 +47,11 @@ impl TestSystem {
         let infra = infra::Infra::get().await;
         let database = infra::TestDatabase::create(&infra.postgres_admin_url).await;
         let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
-        let secret = Secret::new(format!("test-{}-{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4()));
+        let secret = Secret::new(format!(
+            "test-{}-{}",
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4()
+        ));
         let common = CommonSettings {
             host: "127.0.0.1".to_owned(),
             port: 0,
@@ -64,8 +68,16 @@ impl TestSystem {
                 transit_mount: "transit".to_owned(),
             }),
         };
-        let acc = accounts::Application::build(accounts::Settings { common: common.clone() }).await.expect("accounts starts");
-        let pay = payments::Application::build(payments::Settings { common: common.clone() }).await.expect("payments starts");
+        let acc = accounts::Application::build(accounts::Settings {
+            common: common.clone(),
+        })
+        .await
+        .expect("accounts starts");
+        let pay = payments::Application::build(payments::Settings {
+            common: common.clone(),
+        })
+        .await
+        .expect("payments starts");
         let set = settlement::Application::build(settlement::Settings {
             common: common.clone(),
             fees: settlement::domain::fees::FeeSchedule::default(),
@@ -86,7 +98,10 @@ impl TestSystem {
             prefix,
             amqp_url: infra.amqp_url.clone(),
             database,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap(),
             seen: Arc::new(Mutex::new(Vec::new())),
             exchanges: Arc::new(Mutex::new(Vec::new())),
             handles,
@@ -103,7 +118,14 @@ impl TestSystem {
     }
 
     /// Sends a request; `token` None sends no Authorization header.
-    pub async fn send(&self, method: Method, url: &str, token: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Response {
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
         let mut req = self.http.request(method, url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -118,8 +140,20 @@ impl TestSystem {
     }
 
     /// Sends a raw body with a content type.
-    pub async fn send_raw(&self, method: Method, url: &str, token: Option<&str>, content_type: &str, body: &str, headers: &[(&str, &str)]) -> Response {
-        let mut req = self.http.request(method, url).header("content-type", content_type).body(body.to_owned());
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        url: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut req = self
+            .http
+            .request(method, url)
+            .header("content-type", content_type)
+            .body(body.to_owned());
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -134,7 +168,12 @@ impl TestSystem {
         let (method, url) = (req.method().to_string(), req.url().to_string());
         let res = self.http.execute(req).await.expect("request sent");
         let status = res.status();
-        let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let text = res.text().await.unwrap();
         self.seen.lock().unwrap().push(text.clone());
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -145,22 +184,38 @@ impl TestSystem {
             content_type: content_type.clone(),
             body: body.clone(),
         });
-        Response { status, body, content_type }
+        Response {
+            status,
+            body,
+            content_type,
+        }
     }
 
     /// Every exchange so far agrees with the committed OpenAPI document of the
     /// service it hit: path, method, status, media type and body schema.
     pub fn assert_exchanges_match_contracts(&self) {
         let docs = [
-            (&self.accounts, contract::load("contracts/openapi/accounts.json")),
-            (&self.payments, contract::load("contracts/openapi/payments.json")),
-            (&self.settlement, contract::load("contracts/openapi/settlement.json")),
+            (
+                &self.accounts,
+                contract::load("contracts/openapi/accounts.json"),
+            ),
+            (
+                &self.payments,
+                contract::load("contracts/openapi/payments.json"),
+            ),
+            (
+                &self.settlement,
+                contract::load("contracts/openapi/settlement.json"),
+            ),
         ];
         let exchanges = self.exchanges.lock().unwrap().clone();
         assert!(!exchanges.is_empty(), "no exchanges recorded");
         let mut problems = Vec::new();
         for ex in &exchanges {
-            match docs.iter().find(|(base, _)| ex.url.starts_with(base.as_str())) {
+            match docs
+                .iter()
+                .find(|(base, _)| ex.url.starts_with(base.as_str()))
+            {
                 Some((_, doc)) => problems.extend(contract::check(doc, ex)),
                 None => problems.push(format!("{} {}: not one of the services", ex.method, ex.url)),
             }
@@ -173,15 +228,24 @@ impl TestSystem {
     }
 
     pub async fn get(&self, url: &str) -> Response {
-        self.send(Method::GET, url, Some(&self.token()), None, &[]).await
+        self.send(Method::GET, url, Some(&self.token()), None, &[])
+            .await
     }
 
     pub async fn post(&self, url: &str, body: Value) -> Response {
-        self.send(Method::POST, url, Some(&self.token()), Some(body), &[]).await
+        self.send(Method::POST, url, Some(&self.token()), Some(body), &[])
+            .await
     }
 
     pub async fn post_idem(&self, url: &str, key: &str, body: Value) -> Response {
-        self.send(Method::POST, url, Some(&self.token()), Some(body), &[("Idempotency-Key", key)]).await
+        self.send(
+            Method::POST,
+            url,
+            Some(&self.token()),
+            Some(body),
+            &[("Idempotency-Key", key)],
+        )
+        .await
     }
 
     /// Polls `probe` until it returns Some, failing the test after `timeout`.
@@ -195,9 +259,32 @@ impl TestSystem {
             if let Some(v) = probe().await {
                 return v;
             }
-            assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+            assert!(
+                started.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Runs a `SELECT count(*) ...` on this test's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        use diesel::{Connection, RunQueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            count: i64,
+        }
+        let (url, sql) = (self.database.url.clone(), sql.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut conn = diesel::PgConnection::establish(&url).unwrap();
+            diesel::sql_query(sql)
+                .get_result::<Count>(&mut conn)
+                .unwrap()
+                .count
+        })
+        .await
+        .unwrap()
     }
 
     /// Stops the services, removes this test's queues and exchanges and its database.
@@ -220,24 +307,50 @@ pub struct EventTap {
 impl TestSystem {
     pub async fn tap_events(&self) -> EventTap {
         use futures_util::StreamExt;
-        use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::options::{
+            BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions,
+        };
         use lapin::types::FieldTable;
-        let conn = lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default()).await.unwrap();
+        let conn =
+            lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
+                .await
+                .unwrap();
         let ch = conn.create_channel().await.unwrap();
         let queue = format!("{}tap", self.prefix);
-        ch.queue_declare(queue.as_str().into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
-            .await
-            .unwrap();
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
         let topology = shared_kernel::amqp::Topology::new(&self.prefix);
         for ctx in ["accounts", "payments", "settlement"] {
             let exchange = topology.exchange(ctx);
-            shared_kernel::amqp::declare_exchange(&ch, &exchange).await.unwrap();
-            ch.queue_bind(queue.as_str().into(), exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+            shared_kernel::amqp::declare_exchange(&ch, &exchange)
                 .await
                 .unwrap();
+            ch.queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
         }
         let mut consumer = ch
-            .basic_consume(queue.as_str().into(), "tap".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.as_str().into(),
+                "tap".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -250,13 +363,22 @@ impl TestSystem {
                 let _ = d.ack(BasicAckOptions::default()).await;
             }
         });
-        EventTap { events, _conn: conn }
+        EventTap {
+            events,
+            _conn: conn,
+        }
     }
 }
 
 impl EventTap {
     pub fn of_type(&self, event_type: &str) -> Vec<Value> {
-        self.events.lock().unwrap().iter().filter(|e| e["type"] == event_type).cloned().collect()
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == event_type)
+            .cloned()
+            .collect()
     }
     pub fn all(&self) -> Vec<Value> {
         self.events.lock().unwrap().clone()

@@ -42,7 +42,9 @@ pub fn install() {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_current_span(true)
-        .with_env_filter(EnvFilter::new("debug,h2=info,hyper=info,reqwest=info,lapin=info,amq_protocol=info"))
+        .with_env_filter(EnvFilter::new(
+            "debug,h2=info,hyper=info,reqwest=info,lapin=info,amq_protocol=info",
+        ))
         .with_writer(Capture)
         .try_init();
     shared_kernel::http::init_metrics();
@@ -50,5 +52,8 @@ pub fn install() {
 
 /// Everything logged so far.
 pub fn captured() -> String {
-    buffer().lock().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    buffer()
+        .lock()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }

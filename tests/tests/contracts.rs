@@ -14,7 +14,15 @@ async fn each_service_serves_exactly_its_committed_openapi_document() {
         (&sys.payments, "contracts/openapi/payments.json"),
         (&sys.settlement, "contracts/openapi/settlement.json"),
     ] {
-        let served = sys.http.get(format!("{base}/openapi.json")).send().await.unwrap().text().await.unwrap();
+        let served = sys
+            .http
+            .get(format!("{base}/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let committed = std::fs::read_to_string(tests::root().join(file)).unwrap();
         assert_eq!(served, committed, "{base} does not serve {file}");
         let doc: serde_json::Value = serde_json::from_str(&served).unwrap();
@@ -25,15 +33,32 @@ async fn each_service_serves_exactly_its_committed_openapi_document() {
 
 #[test]
 fn the_problem_registry_and_the_code_agree() {
-    let registry = std::fs::read_to_string(tests::root().join("contracts/problems/README.md")).unwrap();
-    let documented: BTreeSet<&str> = registry.lines().filter_map(|l| l.strip_prefix("## ")).map(str::trim).collect();
+    let registry =
+        std::fs::read_to_string(tests::root().join("contracts/problems/README.md")).unwrap();
+    let documented: BTreeSet<&str> = registry
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(str::trim)
+        .collect();
     let in_code: BTreeSet<&str> = PROBLEM_TYPES.iter().map(|(slug, _, _)| *slug).collect();
     assert_eq!(documented, in_code, "contracts/problems/README.md must list exactly the types in shared_kernel::problem::PROBLEM_TYPES");
     for (slug, title, status) in PROBLEM_TYPES {
-        let section = registry.split(&format!("## {slug}\n")).nth(1).unwrap().split("\n## ").next().unwrap();
-        assert!(section.contains(&format!("{PROBLEM_BASE}{slug}")), "{slug}: URI missing");
+        let section = registry
+            .split(&format!("## {slug}\n"))
+            .nth(1)
+            .unwrap()
+            .split("\n## ")
+            .next()
+            .unwrap();
+        assert!(
+            section.contains(&format!("{PROBLEM_BASE}{slug}")),
+            "{slug}: URI missing"
+        );
         assert!(section.contains(title), "{slug}: title {title:?} missing");
-        assert!(section.contains(&status.to_string()), "{slug}: status {status} missing");
+        assert!(
+            section.contains(&status.to_string()),
+            "{slug}: status {status} missing"
+        );
     }
 }
 
@@ -49,8 +74,12 @@ fn every_event_type_the_code_publishes_has_a_schema() {
     ] {
         let path = tests::root().join(format!("contracts/events/{event_type}.schema.json"));
         assert!(path.exists(), "{} is missing", path.display());
-        let asyncapi = std::fs::read_to_string(tests::root().join("contracts/asyncapi.yaml")).unwrap();
-        assert!(asyncapi.contains(event_type), "contracts/asyncapi.yaml does not mention {event_type}");
+        let asyncapi =
+            std::fs::read_to_string(tests::root().join("contracts/asyncapi.yaml")).unwrap();
+        assert!(
+            asyncapi.contains(event_type),
+            "contracts/asyncapi.yaml does not mention {event_type}"
+        );
     }
 }
 
@@ -59,17 +88,60 @@ fn every_event_type_the_code_publishes_has_a_schema() {
 #[test]
 fn consumers_only_rely_on_fields_the_producers_promise() {
     let needs: &[(&str, &[&str])] = &[
-        (accounts::events::PAYMENT_SETTLED, &["capture_id", "account_id", "amount"]),
-        (payments::events::ACCOUNT_OPENED, &["account_id", "currency", "credit_limit", "posted_balance", "status"]),
-        (payments::events::BALANCE_POSTED, &["account_id", "currency", "credit_limit", "posted_balance", "status", "posting"]),
-        (payments::events::CARD_ISSUED, &["card_id", "account_id", "status"]),
-        (settlement::events::PAYMENT_CAPTURED, &["capture_id", "authorization_id", "account_id", "merchant", "amount", "captured_at"]),
+        (
+            accounts::events::PAYMENT_SETTLED,
+            &["capture_id", "account_id", "amount"],
+        ),
+        (
+            payments::events::ACCOUNT_OPENED,
+            &[
+                "account_id",
+                "currency",
+                "credit_limit",
+                "posted_balance",
+                "status",
+            ],
+        ),
+        (
+            payments::events::BALANCE_POSTED,
+            &[
+                "account_id",
+                "currency",
+                "credit_limit",
+                "posted_balance",
+                "status",
+                "posting",
+            ],
+        ),
+        (
+            payments::events::CARD_ISSUED,
+            &["card_id", "account_id", "status"],
+        ),
+        (
+            settlement::events::PAYMENT_CAPTURED,
+            &[
+                "capture_id",
+                "authorization_id",
+                "account_id",
+                "merchant",
+                "amount",
+                "captured_at",
+            ],
+        ),
     ];
     for (event_type, fields) in needs {
         let schema = tests::contract::load(&format!("contracts/events/{event_type}.schema.json"));
-        let required: Vec<&str> = schema["required"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
         for f in *fields {
-            assert!(required.contains(f), "{event_type}: consumers need '{f}', but the producer's schema does not require it");
+            assert!(
+                required.contains(f),
+                "{event_type}: consumers need '{f}', but the producer's schema does not require it"
+            );
         }
     }
 }

@@ -24,7 +24,10 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
         .await;
     assert_eq!(res.status, 201, "{:?}", res.body);
     assert_eq!(res.body["status"], "active");
-    assert_eq!(res.body["posted_balance"], json!({"amount": 0, "currency": "USD"}));
+    assert_eq!(
+        res.body["posted_balance"],
+        json!({"amount": 0, "currency": "USD"})
+    );
     let account_id = res.body["id"].as_str().unwrap().to_owned();
     let res = sys
         .post(&format!("{}/v1/accounts/{account_id}/cards", sys.accounts), json!({"cardholder_name": "Ada Driver", "pan": PAN, "expiry_month": 12, "expiry_year": 2030}))
@@ -36,7 +39,10 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
 
     // A generated card number works too, and never shows up either.
     let res = sys
-        .post(&format!("{}/v1/accounts/{account_id}/cards", sys.accounts), json!({"cardholder_name": "Bo Driver", "expiry_month": 1, "expiry_year": 2031}))
+        .post(
+            &format!("{}/v1/accounts/{account_id}/cards", sys.accounts),
+            json!({"cardholder_name": "Bo Driver", "expiry_month": 1, "expiry_year": 2031}),
+        )
         .await;
     assert_eq!(res.status, 201, "{:?}", res.body);
     assert_eq!(res.body["last4"].as_str().unwrap().len(), 4);
@@ -59,7 +65,8 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
     assert_eq!(spend["account_id"], account_id.as_str());
 
     // Authorize; the same key and body returns the original response.
-    let merchant = json!({"id": "m-fuel-42", "name": "Fuel Stop 42", "mcc": "5541", "country": "US"});
+    let merchant =
+        json!({"id": "m-fuel-42", "name": "Fuel Stop 42", "mcc": "5541", "country": "US"});
     let auth_body = json!({"card_id": card_id, "amount": {"amount": 12_500, "currency": "USD"}, "merchant": merchant});
     let auth_url = format!("{}/v1/authorizations", sys.payments);
     let auth = sys.post_idem(&auth_url, "auth-1", auth_body.clone()).await;
@@ -68,7 +75,10 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
     assert_eq!(auth.body["decline_code"], Value::Null);
     let replay = sys.post_idem(&auth_url, "auth-1", auth_body.clone()).await;
     assert_eq!(replay.status, 201);
-    assert_eq!(replay.body, auth.body, "a replay returns the original response");
+    assert_eq!(
+        replay.body, auth.body,
+        "a replay returns the original response"
+    );
     let auth_id = auth.body["id"].as_str().unwrap().to_owned();
     let fetched = sys.get(&format!("{auth_url}/{auth_id}")).await;
     assert_eq!(fetched.body, auth.body);
@@ -87,31 +97,68 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
 
     // Capture in two parts, up to the authorized amount.
     let cap_url = format!("{auth_url}/{auth_id}/captures");
-    let c1 = sys.post_idem(&cap_url, "cap-1", json!({"amount": {"amount": 5_000, "currency": "USD"}})).await;
+    let c1 = sys
+        .post_idem(
+            &cap_url,
+            "cap-1",
+            json!({"amount": {"amount": 5_000, "currency": "USD"}}),
+        )
+        .await;
     assert_eq!(c1.status, 201, "{:?}", c1.body);
-    let c2 = sys.post_idem(&cap_url, "cap-2", json!({"amount": {"amount": 7_500, "currency": "USD"}})).await;
+    let c2 = sys
+        .post_idem(
+            &cap_url,
+            "cap-2",
+            json!({"amount": {"amount": 7_500, "currency": "USD"}}),
+        )
+        .await;
     assert_eq!(c2.status, 201, "{:?}", c2.body);
-    let over = sys.post_idem(&cap_url, "cap-3", json!({"amount": {"amount": 1, "currency": "USD"}})).await;
-    assert_eq!(over.status, 422, "nothing remains to capture: {:?}", over.body);
+    let over = sys
+        .post_idem(
+            &cap_url,
+            "cap-3",
+            json!({"amount": {"amount": 1, "currency": "USD"}}),
+        )
+        .await;
+    assert_eq!(
+        over.status, 422,
+        "nothing remains to capture: {:?}",
+        over.body
+    );
     let captured = amount(&c1.body["amount"]) + amount(&c2.body["amount"]);
 
     // settlement places both captures in the merchant's open batch.
-    let batches_url = format!("{}/v1/settlement-batches?merchant_id=m-fuel-42", sys.settlement);
+    let batches_url = format!(
+        "{}/v1/settlement-batches?merchant_id=m-fuel-42",
+        sys.settlement
+    );
     sys.eventually("settlement to batch both captures", WAIT, || async {
         let r = sys.get(&batches_url).await;
-        (r.body["data"].as_array().is_some_and(|d| d.len() == 1 && d[0]["item_count"] == 2)).then_some(())
+        (r.body["data"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1 && d[0]["item_count"] == 2))
+        .then_some(())
     })
     .await;
 
     // A settlement run closes it: gross = captures, net = gross - fees.
     let cutoff = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
-    let run = sys.post(&format!("{}/v1/settlement-runs", sys.settlement), json!({"cutoff": cutoff})).await;
+    let run = sys
+        .post(
+            &format!("{}/v1/settlement-runs", sys.settlement),
+            json!({"cutoff": cutoff}),
+        )
+        .await;
     assert_eq!(run.status, 201, "{:?}", run.body);
     assert_eq!(run.body["batch_ids"].as_array().unwrap().len(), 1);
     let batch = sys.get(&batches_url).await.body["data"][0].clone();
     assert_eq!(batch["status"], "closed");
     assert_eq!(batch["id"], run.body["batch_ids"][0]);
-    let (gross, fees, net) = (amount(&batch["gross"]), amount(&batch["fees"]), amount(&batch["net"]));
+    let (gross, fees, net) = (
+        amount(&batch["gross"]),
+        amount(&batch["fees"]),
+        amount(&batch["net"]),
+    );
     assert_eq!(gross, captured);
     // 1.50% per item, rounded half away from zero: 5000 -> 75, 7500 -> 112.5 -> 113.
     assert_eq!(fees, 75 + 113);
@@ -129,7 +176,13 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
     let entries = sys.get(&format!("{account_url}/ledger-entries")).await.body;
     let entries = entries["data"].as_array().unwrap();
     assert_eq!(entries.len(), 4, "two balanced lines per settled capture");
-    let sum = |dir: &str| -> i64 { entries.iter().filter(|e| e["direction"] == dir).map(|e| amount(&e["amount"])).sum() };
+    let sum = |dir: &str| -> i64 {
+        entries
+            .iter()
+            .filter(|e| e["direction"] == dir)
+            .map(|e| amount(&e["amount"]))
+            .sum()
+    };
     assert_eq!(sum("debit"), sum("credit"), "the ledger balances");
     assert_eq!(sum("debit"), captured);
 
@@ -141,12 +194,17 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
         })
         .await;
     let limit = amount(&spend["credit_limit"]);
-    assert_eq!(amount(&spend["available_credit"]), limit - captured - amount(&spend["open_holds"]));
+    assert_eq!(
+        amount(&spend["available_credit"]),
+        limit - captured - amount(&spend["open_holds"])
+    );
     assert_eq!(amount(&spend["available_credit"]), 100_000 - 12_500);
 
     // Each settled capture was posted once, and announced once.
-    sys.eventually("balance_posted events", WAIT, || async { (tap.of_type("accounts.balance_posted.v1").len() == 2).then_some(()) })
-        .await;
+    sys.eventually("balance_posted events", WAIT, || async {
+        (tap.of_type("accounts.balance_posted.v1").len() == 2).then_some(())
+    })
+    .await;
     assert_eq!(tap.of_type("settlement.payment_settled.v1").len(), 2);
     assert_eq!(tap.of_type("payments.payment_captured.v1").len(), 2);
     assert_eq!(tap.of_type("accounts.card_issued.v1").len(), 2);
@@ -157,13 +215,25 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
     let events = serde_json::to_string(&tap.all()).unwrap();
     let logs = tests::logs::captured();
     assert!(!logs.is_empty(), "logs were captured");
-    for (name, text) in [("responses", &responses), ("events", &events), ("logs", &logs)] {
+    for (name, text) in [
+        ("responses", &responses),
+        ("events", &events),
+        ("logs", &logs),
+    ] {
         assert!(!text.contains(PAN), "the PAN leaked into {name}");
     }
 
     // Every response matched the committed OpenAPI; every event its schema.
     sys.assert_exchanges_match_contracts();
-    let event_problems: Vec<String> = tap.all().iter().flat_map(tests::contract::check_event).collect();
-    assert!(event_problems.is_empty(), "events disagree with contracts/events:\n{}", event_problems.join("\n"));
+    let event_problems: Vec<String> = tap
+        .all()
+        .iter()
+        .flat_map(tests::contract::check_event)
+        .collect();
+    assert!(
+        event_problems.is_empty(),
+        "events disagree with contracts/events:\n{}",
+        event_problems.join("\n")
+    );
     sys.shutdown().await;
 }

@@ -23,7 +23,11 @@ fn the_domain_imports_no_framework() {
         assert!(!files.is_empty(), "{ctx} has a domain module");
         for f in files {
             let text = std::fs::read_to_string(&f).unwrap();
-            let code: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+            let code: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
             for framework in ["actix", "diesel", "lapin", "vaultrs"] {
                 if code.contains(framework) {
                     offenders.push(format!("{} mentions {framework}", f.display()));
@@ -31,22 +35,38 @@ fn the_domain_imports_no_framework() {
             }
         }
     }
-    assert!(offenders.is_empty(), "domain modules must stay framework-free:\n{}", offenders.join("\n"));
+    assert!(
+        offenders.is_empty(),
+        "domain modules must stay framework-free:\n{}",
+        offenders.join("\n")
+    );
 }
 
 #[test]
 fn no_context_depends_on_another() {
     for ctx in ["accounts", "payments", "settlement"] {
         let manifest = std::fs::read_to_string(tests::root().join(ctx).join("Cargo.toml")).unwrap();
-        for other in ["accounts", "payments", "settlement"].iter().filter(|o| **o != ctx) {
-            assert!(!manifest.contains(&format!("\n{other}")), "{ctx} depends on {other}: contexts talk only through events");
+        for other in ["accounts", "payments", "settlement"]
+            .iter()
+            .filter(|o| **o != ctx)
+        {
+            assert!(
+                !manifest.contains(&format!("\n{other}")),
+                "{ctx} depends on {other}: contexts talk only through events"
+            );
         }
         let mut sql = Vec::new();
         for entry in walk(&tests::root().join(ctx).join("migrations")) {
             sql.push(std::fs::read_to_string(entry).unwrap());
         }
-        for other in ["accounts", "payments", "settlement"].iter().filter(|o| **o != ctx) {
-            assert!(!sql.iter().any(|s| s.contains(&format!("{other}."))), "{ctx}'s migrations touch the {other} schema");
+        for other in ["accounts", "payments", "settlement"]
+            .iter()
+            .filter(|o| **o != ctx)
+        {
+            assert!(
+                !sql.iter().any(|s| s.contains(&format!("{other}."))),
+                "{ctx}'s migrations touch the {other} schema"
+            );
         }
     }
 }

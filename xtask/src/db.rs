@@ -7,13 +7,16 @@ use diesel::Connection;
 use std::process::Command;
 
 fn admin(sql: &str) -> anyhow::Result<()> {
-    let mut conn = diesel::PgConnection::establish(&dev::admin_url()).context("connecting to PostgreSQL as admin")?;
-    conn.batch_execute(sql).with_context(|| format!("running: {sql}"))
+    let mut conn = diesel::PgConnection::establish(&dev::admin_url())
+        .context("connecting to PostgreSQL as admin")?;
+    conn.batch_execute(sql)
+        .with_context(|| format!("running: {sql}"))
 }
 
 /// Creates the development database when it does not exist.
 pub fn ensure_database() -> anyhow::Result<()> {
-    let mut conn = diesel::PgConnection::establish(&dev::admin_url()).context("connecting to PostgreSQL as admin")?;
+    let mut conn = diesel::PgConnection::establish(&dev::admin_url())
+        .context("connecting to PostgreSQL as admin")?;
     let exists = conn.batch_execute(&format!(
         "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{}') THEN RAISE EXCEPTION 'missing'; END IF; END $$",
         dev::DEV_DATABASE
@@ -42,6 +45,9 @@ pub fn migrate() -> anyhow::Result<()> {
 }
 
 pub fn reset() -> anyhow::Result<()> {
-    admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", dev::DEV_DATABASE))?;
+    admin(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        dev::DEV_DATABASE
+    ))?;
     migrate()
 }

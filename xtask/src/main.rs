@@ -10,7 +10,10 @@ mod up;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "Development tasks for the fleet card platform")]
+#[command(
+    name = "xtask",
+    about = "Development tasks for the fleet card platform"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,11 +60,22 @@ fn main() -> anyhow::Result<()> {
         Command::Test { args } => test::run(&args),
         Command::Ci => {
             dev::cargo(&["fmt", "--all", "--check"])?;
-            dev::cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            dev::cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
             test::run(&[])
         }
-        Command::Db { command: DbCommand::Migrate } => db::migrate(),
-        Command::Db { command: DbCommand::Reset } => db::reset(),
+        Command::Db {
+            command: DbCommand::Migrate,
+        } => db::migrate(),
+        Command::Db {
+            command: DbCommand::Reset,
+        } => db::reset(),
         Command::Token { scopes, ttl } => token::print(&scopes, ttl),
     }
 }

@@ -4,15 +4,23 @@ use crate::dev;
 use std::process::Command;
 
 pub fn run(extra: &[String]) -> anyhow::Result<()> {
+    clean_leftovers();
     let vault = match (std::env::var("VAULT_ADDR"), std::env::var("VAULT_TOKEN")) {
         (Ok(_), Ok(_)) => None,
         _ => Some(dev::DevVault::start(dev::free_port()?)?),
     };
-    let nextest = Command::new("cargo").args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success());
+    let nextest = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     let mut args: Vec<String> = if nextest {
-        ["nextest", "run", "--workspace", "--no-fail-fast"].map(String::from).to_vec()
+        ["nextest", "run", "--workspace", "--no-fail-fast"]
+            .map(String::from)
+            .to_vec()
     } else {
-        ["test", "--workspace", "--no-fail-fast"].map(String::from).to_vec()
+        ["test", "--workspace", "--no-fail-fast"]
+            .map(String::from)
+            .to_vec()
     };
     args.extend(extra.iter().cloned());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
@@ -25,4 +33,34 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     drop(vault);
     anyhow::ensure!(status.success(), "tests failed");
     Ok(())
+}
+
+/// Best effort: databases and queues left by test runs that were killed.
+fn clean_leftovers() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    if let Ok(mut conn) = diesel::PgConnection::establish(&dev::admin_url()) {
+        let _ = conn.batch_execute(
+            "DO $$ DECLARE d text; BEGIN \
+               FOR d IN SELECT datname FROM pg_database WHERE datname LIKE 'fleet\\_t\\_%' LOOP \
+                 EXECUTE format('DROP DATABASE IF EXISTS %I WITH (FORCE)', d); \
+               END LOOP; END $$",
+        );
+    }
+    let listed = Command::new("rabbitmqctl")
+        .args(["list_queues", "-q", "--no-table-headers", "name"])
+        .output();
+    if let Ok(out) = listed {
+        for name in String::from_utf8_lossy(&out.stdout).lines().map(str::trim) {
+            let is_test = name.len() > 34
+                && name.starts_with('t')
+                && name[1..33].chars().all(|c| c.is_ascii_hexdigit())
+                && &name[33..34] == ".";
+            if is_test {
+                let _ = Command::new("rabbitmqctl")
+                    .args(["delete_queue", "-q", name])
+                    .output();
+            }
+        }
+    }
 }

@@ -8,17 +8,28 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 pub fn run() -> anyhow::Result<()> {
-    anyhow::ensure!(dev::answers("127.0.0.1:5432") || std::env::var("FLEET_ADMIN_DATABASE_URL").is_ok(), "PostgreSQL does not answer on 127.0.0.1:5432");
-    anyhow::ensure!(dev::answers("127.0.0.1:5672") || std::env::var("FLEET__AMQP__URL").is_ok(), "RabbitMQ does not answer on 127.0.0.1:5672");
-    let (_vault, vault_addr, vault_token) = match (std::env::var("VAULT_ADDR"), std::env::var("VAULT_TOKEN")) {
-        (Ok(addr), Ok(token)) => (None, addr, token),
-        _ => {
-            let port = if dev::answers("127.0.0.1:8200") { dev::free_port()? } else { 8200 };
-            let v = dev::DevVault::start(port)?;
-            let (a, t) = (v.addr.clone(), v.token.clone());
-            (Some(v), a, t)
-        }
-    };
+    anyhow::ensure!(
+        dev::answers("127.0.0.1:5432") || std::env::var("FLEET_ADMIN_DATABASE_URL").is_ok(),
+        "PostgreSQL does not answer on 127.0.0.1:5432"
+    );
+    anyhow::ensure!(
+        dev::answers("127.0.0.1:5672") || std::env::var("FLEET__AMQP__URL").is_ok(),
+        "RabbitMQ does not answer on 127.0.0.1:5672"
+    );
+    let (_vault, vault_addr, vault_token) =
+        match (std::env::var("VAULT_ADDR"), std::env::var("VAULT_TOKEN")) {
+            (Ok(addr), Ok(token)) => (None, addr, token),
+            _ => {
+                let port = if dev::answers("127.0.0.1:8200") {
+                    dev::free_port()?
+                } else {
+                    8200
+                };
+                let v = dev::DevVault::start(port)?;
+                let (a, t) = (v.addr.clone(), v.token.clone());
+                (Some(v), a, t)
+            }
+        };
     db::migrate()?;
     let bin = dev::build_services()?;
     let secret = dev::jwt_secret()?;

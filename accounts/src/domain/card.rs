@@ -57,7 +57,12 @@ impl Pan {
     }
     /// `400005******5556`: BIN and last four, the rest hidden.
     pub fn masked(&self) -> String {
-        format!("{}{}{}", self.bin(), "*".repeat(self.0.len() - 10), self.last4())
+        format!(
+            "{}{}{}",
+            self.bin(),
+            "*".repeat(self.0.len() - 10),
+            self.last4()
+        )
     }
 }
 
@@ -83,7 +88,11 @@ fn luhn_sum(digits: &str, double_first: bool) -> u32 {
             let double = (i % 2 == 0) == double_first;
             if double {
                 let x = d * 2;
-                if x > 9 { x - 9 } else { x }
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
             } else {
                 d
             }
@@ -92,7 +101,7 @@ fn luhn_sum(digits: &str, double_first: bool) -> u32 {
 }
 
 pub fn luhn_valid(digits: &str) -> bool {
-    luhn_sum(digits, false) % 10 == 0
+    luhn_sum(digits, false).is_multiple_of(10)
 }
 
 fn luhn_check_digit(body: &str) -> u8 {
@@ -102,7 +111,12 @@ fn luhn_check_digit(body: &str) -> u8 {
 }
 
 /// Expiry month 1–12 and a year from this year to 20 years ahead, not already past.
-pub fn check_expiry(month: i64, year: i64, today_year: i32, today_month: u32) -> Result<(u32, i32), &'static str> {
+pub fn check_expiry(
+    month: i64,
+    year: i64,
+    today_year: i32,
+    today_month: u32,
+) -> Result<(u32, i32), &'static str> {
     if !(1..=12).contains(&month) {
         return Err("expiry_month must be 1 to 12");
     }
@@ -122,7 +136,10 @@ pub fn parse_cardholder_name(raw: &str) -> Result<String, &'static str> {
     if name.is_empty() || name.chars().count() > 26 {
         return Err("must be 1 to 26 characters");
     }
-    if !name.chars().all(|c| c.is_alphabetic() || matches!(c, ' ' | '.' | '\'' | '-')) {
+    if !name
+        .chars()
+        .all(|c| c.is_alphabetic() || matches!(c, ' ' | '.' | '\'' | '-'))
+    {
         return Err("may contain letters, spaces and . ' - only");
     }
     Ok(name.to_owned())

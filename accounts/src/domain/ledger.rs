@@ -31,15 +31,27 @@ pub struct Line {
 /// program owes the merchant (credit the settlement payable).
 pub fn settled_payment(amount: Money) -> Vec<Line> {
     vec![
-        Line { ledger_account: CARD_RECEIVABLE, direction: Direction::Debit, amount },
-        Line { ledger_account: MERCHANT_SETTLEMENT_PAYABLE, direction: Direction::Credit, amount },
+        Line {
+            ledger_account: CARD_RECEIVABLE,
+            direction: Direction::Debit,
+            amount,
+        },
+        Line {
+            ledger_account: MERCHANT_SETTLEMENT_PAYABLE,
+            direction: Direction::Credit,
+            amount,
+        },
     ]
 }
 
 /// Debits equal credits.
 pub fn is_balanced(lines: &[Line]) -> bool {
     let sum = |d: Direction| -> i128 {
-        lines.iter().filter(|l| l.direction == d).map(|l| i128::from(l.amount.amount)).sum()
+        lines
+            .iter()
+            .filter(|l| l.direction == d)
+            .map(|l| i128::from(l.amount.amount))
+            .sum()
     };
     sum(Direction::Debit) == sum(Direction::Credit)
 }

@@ -54,23 +54,41 @@ fn parse_open(body: &OpenAccount) -> Result<NewAccount, Problem> {
     }
     v.into_result()?;
     match (legal_name, currency, credit_limit) {
-        (Some(legal_name), Some(currency), Some(credit_limit)) => Ok(NewAccount { legal_name, currency, credit_limit }),
+        (Some(legal_name), Some(currency), Some(credit_limit)) => Ok(NewAccount {
+            legal_name,
+            currency,
+            credit_limit,
+        }),
         _ => Err(Problem::internal()),
     }
 }
 
-pub async fn open(caller: Caller, state: web::Data<AppState>, body: Body<OpenAccount>) -> Result<HttpResponse, Problem> {
+pub async fn open(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: Body<OpenAccount>,
+) -> Result<HttpResponse, Problem> {
     caller.require("accounts:write")?;
     let new = parse_open(&body.0)?;
-    let created = db::run(&state.pool, move |conn| store::open_account(conn, &new).map_err(db_problem)).await?;
+    let created = db::run(&state.pool, move |conn| {
+        store::open_account(conn, &new).map_err(db_problem)
+    })
+    .await?;
     tracing::info!(account_id = %created.account.id, subject = %caller.subject, "account opened");
     Ok(HttpResponse::Created().json(account_out(created)?))
 }
 
-pub async fn get(caller: Caller, state: web::Data<AppState>, id: web::Path<Uuid>) -> Result<HttpResponse, Problem> {
+pub async fn get(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
     caller.require("accounts:read")?;
     let id = id.into_inner();
-    let found = db::run(&state.pool, move |conn| store::find_account(conn, id).map_err(db_problem)).await?;
+    let found = db::run(&state.pool, move |conn| {
+        store::find_account(conn, id).map_err(db_problem)
+    })
+    .await?;
     let account = found.ok_or_else(|| Problem::not_found("account"))?;
     Ok(HttpResponse::Ok().json(account_out(account)?))
 }
@@ -97,7 +115,9 @@ pub async fn ledger_entries(
     let limit = page_limit(query.limit)?;
     let after = match &query.cursor {
         None => 0,
-        Some(c) => c.parse::<i64>().map_err(|_| Problem::field("/cursor", "not a cursor this API issued"))?,
+        Some(c) => c
+            .parse::<i64>()
+            .map_err(|_| Problem::field("/cursor", "not a cursor this API issued"))?,
     };
     let rows = db::run(&state.pool, move |conn| {
         if store::find_account(conn, id).map_err(db_problem)?.is_none() {
@@ -106,7 +126,9 @@ pub async fn ledger_entries(
         ledger::entries(conn, id, after, limit).map_err(db_problem)
     })
     .await?;
-    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id.to_string())).flatten();
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
     let data = rows
         .into_iter()
         .map(|r| {

@@ -48,23 +48,40 @@ struct ParsedCard {
 
 fn parse(body: &IssueCard) -> Result<ParsedCard, Problem> {
     let mut v = Violations::new();
-    let name = v.check("/cardholder_name", parse_cardholder_name(&body.cardholder_name));
+    let name = v.check(
+        "/cardholder_name",
+        parse_cardholder_name(&body.cardholder_name),
+    );
     let pan = match &body.pan {
         Some(raw) => v.check("/pan", Pan::parse(raw)),
         None => Some(Pan::generate(|| rand::rng().random_range(0..10))),
     };
     let today = chrono::Utc::now();
-    let expiry = match check_expiry(body.expiry_month, body.expiry_year, today.year(), today.month()) {
+    let expiry = match check_expiry(
+        body.expiry_month,
+        body.expiry_year,
+        today.year(),
+        today.month(),
+    ) {
         Ok(e) => Some(e),
         Err(msg) => {
-            let pointer = if msg.starts_with("expiry_month") { "/expiry_month" } else { "/expiry_year" };
+            let pointer = if msg.starts_with("expiry_month") {
+                "/expiry_month"
+            } else {
+                "/expiry_year"
+            };
             v.add(pointer, msg);
             None
         }
     };
     v.into_result()?;
     match (name, pan, expiry) {
-        (Some(name), Some(pan), Some((month, year))) => Ok(ParsedCard { name, pan, month, year }),
+        (Some(name), Some(pan), Some((month, year))) => Ok(ParsedCard {
+            name,
+            pan,
+            month,
+            year,
+        }),
         _ => Err(Problem::internal()),
     }
 }
@@ -79,17 +96,27 @@ pub async fn issue(
     let account_id = account_id.into_inner();
     let card = parse(&body.0)?;
     drop(body);
-    let transit = state
-        .transit
-        .as_ref()
-        .ok_or_else(|| Problem::unavailable("card issuance needs Vault, which is not configured"))?;
+    let transit = state.transit.as_ref().ok_or_else(|| {
+        Problem::unavailable("card issuance needs Vault, which is not configured")
+    })?;
     let vault_down = |e: anyhow::Error| {
         tracing::error!(error = %e, "Vault transit call failed");
         Problem::unavailable("card issuance is unavailable: the key service does not answer")
     };
-    let ParsedCard { name, pan, month, year } = card;
-    let ciphertext = transit.encrypt(PAN_KEY, pan.expose().as_bytes()).await.map_err(vault_down)?;
-    let fingerprint = transit.fingerprint(FINGERPRINT_KEY, pan.expose().as_bytes()).await.map_err(vault_down)?;
+    let ParsedCard {
+        name,
+        pan,
+        month,
+        year,
+    } = card;
+    let ciphertext = transit
+        .encrypt(PAN_KEY, pan.expose().as_bytes())
+        .await
+        .map_err(vault_down)?;
+    let fingerprint = transit
+        .fingerprint(FINGERPRINT_KEY, pan.expose().as_bytes())
+        .await
+        .map_err(vault_down)?;
     let row = CardRow {
         id: CardId::new().0,
         account_id,

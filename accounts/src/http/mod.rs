@@ -12,7 +12,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::scope("/v1")
             .route("/accounts", web::post().to(accounts::open))
             .route("/accounts/{id}", web::get().to(accounts::get))
-            .route("/accounts/{id}/ledger-entries", web::get().to(accounts::ledger_entries))
+            .route(
+                "/accounts/{id}/ledger-entries",
+                web::get().to(accounts::ledger_entries),
+            )
             .route("/accounts/{id}/cards", web::post().to(cards::issue)),
     );
 }

@@ -47,10 +47,15 @@ pub fn issue_card(conn: &mut PgConnection, card: &CardRow) -> Result<(), IssueEr
             Some("active") => {}
             Some(other) => return Err(IssueError::AccountNotActive(other.to_owned())),
         }
-        diesel::insert_into(cards::table).values(card).execute(conn).map_err(|e| match e {
-            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => IssueError::DuplicatePan,
-            other => IssueError::Db(other),
-        })?;
+        diesel::insert_into(cards::table)
+            .values(card)
+            .execute(conn)
+            .map_err(|e| match e {
+                Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                    IssueError::DuplicatePan
+                }
+                other => IssueError::Db(other),
+            })?;
         outbox::enqueue(conn, &events::card_issued(card))?;
         Ok(())
     })

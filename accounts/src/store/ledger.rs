@@ -35,7 +35,12 @@ pub fn posted_balance(conn: &mut PgConnection, account_id: Uuid) -> QueryResult<
 }
 
 /// A page of the account's journal lines, oldest first; the cursor is the last id seen.
-pub fn entries(conn: &mut PgConnection, account_id: Uuid, after: i64, limit: i64) -> QueryResult<Vec<EntryRow>> {
+pub fn entries(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    after: i64,
+    limit: i64,
+) -> QueryResult<Vec<EntryRow>> {
     ledger_entries::table
         .filter(ledger_entries::account_id.eq(account_id))
         .filter(ledger_entries::id.gt(after))
@@ -58,7 +63,11 @@ pub enum PostError {
 /// Posts a settled payment to the ledger exactly once (inbox + unique lines), bumps the
 /// account's sequence and records `balance_posted`, all in one transaction.
 /// Returns false when the event had already been applied.
-pub fn post_settled_payment(conn: &mut PgConnection, event_id: Uuid, settled: &PaymentSettled) -> Result<bool, PostError> {
+pub fn post_settled_payment(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    settled: &PaymentSettled,
+) -> Result<bool, PostError> {
     conn.transaction(|conn| {
         if !inbox::claim(conn, event_id, events::PAYMENT_SETTLED)? {
             return Ok(false);
@@ -70,11 +79,15 @@ pub fn post_settled_payment(conn: &mut PgConnection, event_id: Uuid, settled: &P
             .first(conn)
             .optional()?
             .ok_or(PostError::UnknownAccount(settled.account_id))?;
-        let currency = Currency::parse(&settled.amount.currency).map_err(|e| PostError::Invalid(e.to_string()))?;
+        let currency = Currency::parse(&settled.amount.currency)
+            .map_err(|e| PostError::Invalid(e.to_string()))?;
         if currency.code() != account.currency {
-            return Err(PostError::Invalid("currency differs from the account's".to_owned()));
+            return Err(PostError::Invalid(
+                "currency differs from the account's".to_owned(),
+            ));
         }
-        let amount = Money::positive(settled.amount.amount, currency).map_err(|e| PostError::Invalid(e.to_string()))?;
+        let amount = Money::positive(settled.amount.amount, currency)
+            .map_err(|e| PostError::Invalid(e.to_string()))?;
         let lines = ledger::settled_payment(amount);
         if !ledger::is_balanced(&lines) {
             return Err(PostError::Invalid("unbalanced posting".to_owned()));
@@ -105,8 +118,14 @@ pub fn post_settled_payment(conn: &mut PgConnection, event_id: Uuid, settled: &P
             .get_result(conn)?;
         let balance = posted_balance(conn, account.id)?;
         let row = AccountRow { version, ..account };
-        let posted = events::Posted { payment_id: settled.capture_id, amount: settled.amount.clone() };
-        outbox::enqueue(conn, &events::account_snapshot(events::BALANCE_POSTED, &row, balance, Some(posted)))?;
+        let posted = events::Posted {
+            payment_id: settled.capture_id,
+            amount: settled.amount.clone(),
+        };
+        outbox::enqueue(
+            conn,
+            &events::account_snapshot(events::BALANCE_POSTED, &row, balance, Some(posted)),
+        )?;
         Ok(true)
     })
 }

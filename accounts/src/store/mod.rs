@@ -54,15 +54,29 @@ pub fn open_account(conn: &mut PgConnection, new: &NewAccount) -> QueryResult<Ac
             })
             .returning(AccountRow::as_returning())
             .get_result(conn)?;
-        outbox::enqueue(conn, &events::account_snapshot(events::ACCOUNT_OPENED, &row, 0, None))?;
-        Ok(AccountWithBalance { account: row, posted_balance: 0 })
+        outbox::enqueue(
+            conn,
+            &events::account_snapshot(events::ACCOUNT_OPENED, &row, 0, None),
+        )?;
+        Ok(AccountWithBalance {
+            account: row,
+            posted_balance: 0,
+        })
     })
 }
 
 pub fn find_account(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<AccountWithBalance>> {
-    let Some(account) = accounts::table.find(id).select(AccountRow::as_select()).first(conn).optional()? else {
+    let Some(account) = accounts::table
+        .find(id)
+        .select(AccountRow::as_select())
+        .first(conn)
+        .optional()?
+    else {
         return Ok(None);
     };
     let posted_balance = ledger::posted_balance(conn, id)?;
-    Ok(Some(AccountWithBalance { account, posted_balance }))
+    Ok(Some(AccountWithBalance {
+        account,
+        posted_balance,
+    }))
 }

@@ -29,12 +29,19 @@ pub struct SpendPosition {
 impl SpendPosition {
     /// Credit limit − posted balance − open holds (may be negative after a limit cut).
     pub fn available(&self) -> i64 {
-        self.credit_limit.saturating_sub(self.posted_balance).saturating_sub(self.held)
+        self.credit_limit
+            .saturating_sub(self.posted_balance)
+            .saturating_sub(self.held)
     }
 }
 
 /// Approve when card and account are active and the amount fits the available credit.
-pub fn decide(card_active: bool, account_active: bool, position: SpendPosition, amount: i64) -> Result<(), DeclineCode> {
+pub fn decide(
+    card_active: bool,
+    account_active: bool,
+    position: SpendPosition,
+    amount: i64,
+) -> Result<(), DeclineCode> {
     if !card_active {
         return Err(DeclineCode::CardNotActive);
     }
@@ -51,7 +58,11 @@ pub fn decide(card_active: bool, account_active: bool, position: SpendPosition, 
 mod tests {
     use super::*;
 
-    const POS: SpendPosition = SpendPosition { credit_limit: 10_000, posted_balance: 3_000, held: 2_000 };
+    const POS: SpendPosition = SpendPosition {
+        credit_limit: 10_000,
+        posted_balance: 3_000,
+        held: 2_000,
+    };
 
     #[test]
     fn available_is_limit_minus_posted_minus_held() {
@@ -61,12 +72,18 @@ mod tests {
     #[test]
     fn approves_up_to_the_available_credit_exactly() {
         assert_eq!(decide(true, true, POS, 5_000), Ok(()));
-        assert_eq!(decide(true, true, POS, 5_001), Err(DeclineCode::InsufficientCredit));
+        assert_eq!(
+            decide(true, true, POS, 5_001),
+            Err(DeclineCode::InsufficientCredit)
+        );
     }
 
     #[test]
     fn inactive_card_or_account_declines_first() {
         assert_eq!(decide(false, true, POS, 1), Err(DeclineCode::CardNotActive));
-        assert_eq!(decide(true, false, POS, 1), Err(DeclineCode::AccountNotActive));
+        assert_eq!(
+            decide(true, false, POS, 1),
+            Err(DeclineCode::AccountNotActive)
+        );
     }
 }

@@ -14,7 +14,9 @@ impl Merchant {
     /// Field problems as (pointer suffix, message).
     pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
         let mut out = Vec::new();
-        let len_ok = |s: &str, max: usize| !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control);
+        let len_ok = |s: &str, max: usize| {
+            !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
+        };
         if !len_ok(&self.id, 64) {
             out.push(("/id", "must be 1 to 64 characters"));
         }

@@ -2,7 +2,9 @@
 //! change, the hold, the outbox event and the idempotency record.
 
 use super::idempotency::{self, IdempotencyKey, Stored};
-use super::schema::{account_projection as ap, authorizations as au, captures as ca, card_projection as cp};
+use super::schema::{
+    account_projection as ap, authorizations as au, captures as ca, card_projection as cp,
+};
 use crate::domain::authorization::{decide, SpendPosition};
 use crate::domain::merchant::Merchant;
 use crate::events;
@@ -77,7 +79,11 @@ pub struct AuthorizeCommand {
 
 /// Decides an authorization against the projection. The account's projection row is
 /// locked for the decision, so concurrent authorizations cannot overspend.
-pub fn authorize(conn: &mut PgConnection, key: &IdempotencyKey, cmd: &AuthorizeCommand) -> Result<Created, Problem> {
+pub fn authorize(
+    conn: &mut PgConnection,
+    key: &IdempotencyKey,
+    cmd: &AuthorizeCommand,
+) -> Result<Created, Problem> {
     conn.transaction(|conn| {
         if let Some(stored) = idempotency::begin(conn, key)? {
             return Ok(stored);
@@ -88,23 +94,47 @@ pub fn authorize(conn: &mut PgConnection, key: &IdempotencyKey, cmd: &AuthorizeC
             .first(conn)
             .optional()?
             .ok_or_else(|| Problem::not_found("card"))?;
-        let (acc_currency, limit, posted, status, held): (String, i64, i64, String, i64) = ap::table
-            .find(account_id)
-            .select((ap::currency, ap::credit_limit, ap::posted_balance, ap::status, ap::held))
-            .for_update()
-            .first(conn)
-            .optional()?
-            .ok_or_else(|| Problem::not_found("card"))?;
+        let (acc_currency, limit, posted, status, held): (String, i64, i64, String, i64) =
+            ap::table
+                .find(account_id)
+                .select((
+                    ap::currency,
+                    ap::credit_limit,
+                    ap::posted_balance,
+                    ap::status,
+                    ap::held,
+                ))
+                .for_update()
+                .first(conn)
+                .optional()?
+                .ok_or_else(|| Problem::not_found("card"))?;
         if cmd.amount.currency.code() != acc_currency {
-            return Err(Problem::field("/amount/currency", format!("must be the account's currency ({acc_currency})")));
+            return Err(Problem::field(
+                "/amount/currency",
+                format!("must be the account's currency ({acc_currency})"),
+            ));
         }
-        let position = SpendPosition { credit_limit: limit, posted_balance: posted, held };
-        let decision = decide(card_status == "active", status == "active", position, cmd.amount.amount);
+        let position = SpendPosition {
+            credit_limit: limit,
+            posted_balance: posted,
+            held,
+        };
+        let decision = decide(
+            card_status == "active",
+            status == "active",
+            position,
+            cmd.amount.amount,
+        );
         let row = AuthorizationRow {
             id: AuthorizationId::new().0,
             card_id: cmd.card_id,
             account_id,
-            status: if decision.is_ok() { "approved" } else { "declined" }.to_owned(),
+            status: if decision.is_ok() {
+                "approved"
+            } else {
+                "declined"
+            }
+            .to_owned(),
             decline_code: decision.err().map(|d| d.as_str().to_owned()),
             amount: cmd.amount.amount,
             currency: acc_currency,
@@ -127,10 +157,13 @@ pub fn authorize(conn: &mut PgConnection, key: &IdempotencyKey, cmd: &AuthorizeC
             ))
             .execute(conn)?;
         if decision.is_ok() {
-            diesel::update(ap::table.find(account_id)).set(ap::held.eq(ap::held + row.amount)).execute(conn)?;
+            diesel::update(ap::table.find(account_id))
+                .set(ap::held.eq(ap::held + row.amount))
+                .execute(conn)?;
         }
         metrics::counter!("authorization_decisions_total", "outcome" => row.status.clone(),
-            "decline_code" => row.decline_code.clone().unwrap_or_else(|| "none".to_owned())).increment(1);
+            "decline_code" => row.decline_code.clone().unwrap_or_else(|| "none".to_owned()))
+        .increment(1);
         let body = json(&authorization_out(row)?)?;
         idempotency::finish(conn, key, 201, &body)?;
         Ok(Stored { status: 201, body })
@@ -147,7 +180,12 @@ pub struct CaptureOut {
 
 /// Captures part or all of what remains of an approved authorization, and records
 /// `payment_captured` in the outbox.
-pub fn capture(conn: &mut PgConnection, key: &IdempotencyKey, authorization_id: Uuid, amount: Money) -> Result<Created, Problem> {
+pub fn capture(
+    conn: &mut PgConnection,
+    key: &IdempotencyKey,
+    authorization_id: Uuid,
+    amount: Money,
+) -> Result<Created, Problem> {
     conn.transaction(|conn| {
         if let Some(stored) = idempotency::begin(conn, key)? {
             return Ok(stored);
@@ -160,20 +198,37 @@ pub fn capture(conn: &mut PgConnection, key: &IdempotencyKey, authorization_id: 
             .optional()?
             .ok_or_else(|| Problem::not_found("authorization"))?;
         if auth.status != "approved" {
-            return Err(Problem::conflict(format!("the authorization is {}; only approved ones can be captured", auth.status)));
+            return Err(Problem::conflict(format!(
+                "the authorization is {}; only approved ones can be captured",
+                auth.status
+            )));
         }
         if amount.currency.code() != auth.currency {
-            return Err(Problem::field("/amount/currency", format!("must be the authorization's currency ({})", auth.currency)));
+            return Err(Problem::field(
+                "/amount/currency",
+                format!("must be the authorization's currency ({})", auth.currency),
+            ));
         }
         let remaining = auth.amount - auth.captured_amount;
         if amount.amount > remaining {
-            return Err(Problem::field("/amount/amount", format!("exceeds what remains to capture ({remaining})")));
+            return Err(Problem::field(
+                "/amount/amount",
+                format!("exceeds what remains to capture ({remaining})"),
+            ));
         }
         let version = auth.version + 1;
         diesel::update(au::table.find(auth.id))
-            .set((au::captured_amount.eq(au::captured_amount + amount.amount), au::version.eq(version)))
+            .set((
+                au::captured_amount.eq(au::captured_amount + amount.amount),
+                au::version.eq(version),
+            ))
             .execute(conn)?;
-        let out = CaptureOut { id: CaptureId::new().0, authorization_id: auth.id, amount, created_at: now_micros() };
+        let out = CaptureOut {
+            id: CaptureId::new().0,
+            authorization_id: auth.id,
+            amount,
+            created_at: now_micros(),
+        };
         diesel::insert_into(ca::table)
             .values((
                 ca::id.eq(out.id),
@@ -213,12 +268,22 @@ pub fn spend(conn: &mut PgConnection, card_id: Uuid) -> Result<SpendOut, Problem
     let (account_id, acc_currency, limit, posted, held): (Uuid, String, i64, i64, i64) = cp::table
         .inner_join(ap::table.on(ap::account_id.eq(cp::account_id)))
         .filter(cp::card_id.eq(card_id))
-        .select((ap::account_id, ap::currency, ap::credit_limit, ap::posted_balance, ap::held))
+        .select((
+            ap::account_id,
+            ap::currency,
+            ap::credit_limit,
+            ap::posted_balance,
+            ap::held,
+        ))
         .first(conn)
         .optional()?
         .ok_or_else(|| Problem::not_found("card"))?;
     let c = currency(&acc_currency)?;
-    let position = SpendPosition { credit_limit: limit, posted_balance: posted, held };
+    let position = SpendPosition {
+        credit_limit: limit,
+        posted_balance: posted,
+        held,
+    };
     Ok(SpendOut {
         card_id,
         account_id,

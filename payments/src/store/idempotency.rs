@@ -51,7 +51,10 @@ pub fn begin(conn: &mut PgConnection, k: &IdempotencyKey) -> Result<Option<Store
     .bind::<Text, _>(&k.key)
     .get_result(conn)?;
     if !lock.locked {
-        return Err(Problem::of("idempotency-key-in-use", "a request with this Idempotency-Key is in progress; retry later"));
+        return Err(Problem::of(
+            "idempotency-key-in-use",
+            "a request with this Idempotency-Key is in progress; retry later",
+        ));
     }
     let found: Option<(String, i32, serde_json::Value)> = ik::table
         .find((&k.subject, &k.operation, &k.key))
@@ -60,9 +63,10 @@ pub fn begin(conn: &mut PgConnection, k: &IdempotencyKey) -> Result<Option<Store
         .optional()?;
     match found {
         None => Ok(None),
-        Some((hash, status, body)) if hash == k.request_hash => {
-            Ok(Some(Stored { status: u16::try_from(status).unwrap_or(200), body }))
-        }
+        Some((hash, status, body)) if hash == k.request_hash => Ok(Some(Stored {
+            status: u16::try_from(status).unwrap_or(200),
+            body,
+        })),
         Some(_) => Err(Problem::of(
             "idempotency-key-reused",
             "this Idempotency-Key was used with a different request; use a new key",
@@ -71,7 +75,12 @@ pub fn begin(conn: &mut PgConnection, k: &IdempotencyKey) -> Result<Option<Store
 }
 
 /// Call last inside the transaction: stores the response for replays.
-pub fn finish(conn: &mut PgConnection, k: &IdempotencyKey, status: u16, body: &serde_json::Value) -> QueryResult<()> {
+pub fn finish(
+    conn: &mut PgConnection,
+    k: &IdempotencyKey,
+    status: u16,
+    body: &serde_json::Value,
+) -> QueryResult<()> {
     diesel::insert_into(ik::table)
         .values((
             ik::subject.eq(&k.subject),

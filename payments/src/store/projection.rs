@@ -9,7 +9,13 @@ use uuid::Uuid;
 
 /// Applies an account snapshot; releases the hold of the posted capture, once.
 /// Returns false for an event already applied.
-pub fn apply_account(conn: &mut PgConnection, event_id: Uuid, event_type: &str, sequence: i64, a: &AccountSnapshot) -> QueryResult<bool> {
+pub fn apply_account(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    event_type: &str,
+    sequence: i64,
+    a: &AccountSnapshot,
+) -> QueryResult<bool> {
     conn.transaction(|conn| {
         if !inbox::claim(conn, event_id, event_type)? {
             return Ok(false);
@@ -44,7 +50,13 @@ pub fn apply_account(conn: &mut PgConnection, event_id: Uuid, event_type: &str, 
     })
 }
 
-pub fn apply_card(conn: &mut PgConnection, event_id: Uuid, event_type: &str, sequence: i64, c: &CardIssued) -> QueryResult<bool> {
+pub fn apply_card(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    event_type: &str,
+    sequence: i64,
+    c: &CardIssued,
+) -> QueryResult<bool> {
     conn.transaction(|conn| {
         if !inbox::claim(conn, event_id, event_type)? {
             return Ok(false);

@@ -60,4 +60,9 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(account_projection, card_projection, authorizations, captures);
+diesel::allow_tables_to_appear_in_same_query!(
+    account_projection,
+    card_projection,
+    authorizations,
+    captures
+);

@@ -16,7 +16,10 @@ pub struct FeeSchedule {
 impl Default for FeeSchedule {
     /// 1.50% of each item.
     fn default() -> Self {
-        Self { default_bp: 150, by_mcc: HashMap::new() }
+        Self {
+            default_bp: 150,
+            by_mcc: HashMap::new(),
+        }
     }
 }
 
@@ -25,8 +28,13 @@ impl FeeSchedule {
     pub fn parse_overrides(default_bp: u32, raw: &str) -> Result<Self, String> {
         let mut by_mcc = HashMap::new();
         for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (mcc, bp) = pair.split_once(':').ok_or_else(|| format!("'{pair}' is not MCC:basis_points"))?;
-            let bp: u32 = bp.trim().parse().map_err(|_| format!("'{pair}' has no valid basis points"))?;
+            let (mcc, bp) = pair
+                .split_once(':')
+                .ok_or_else(|| format!("'{pair}' is not MCC:basis_points"))?;
+            let bp: u32 = bp
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{pair}' has no valid basis points"))?;
             if mcc.len() != 4 || !mcc.chars().all(|c| c.is_ascii_digit()) || bp > 10_000 {
                 return Err(format!("'{pair}' is out of range"));
             }
