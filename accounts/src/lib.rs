@@ -94,7 +94,7 @@ impl Application {
                 Box::pin(async move {
                     let mut checks = startup::base_checks(&pool, &broker).await;
                     let vault_ok = match &state.transit {
-                        Some(t) => t.ping().await,
+                        Some(t) => t.ready(http::PAN_KEY).await,
                         None => false,
                     };
                     checks.push(("vault", vault_ok));

@@ -84,9 +84,11 @@ impl Transit {
         Ok(resp.hmac)
     }
 
-    /// Whether Vault answers (readiness).
-    pub async fn ping(&self) -> bool {
-        vaultrs::sys::health(&self.client).await.is_ok()
+    /// Whether Vault answers and `key` exists in the transit mount (readiness).
+    pub async fn ready(&self, key: &str) -> bool {
+        vaultrs::transit::key::read(&self.client, &self.mount, key)
+            .await
+            .is_ok()
     }
 }
 

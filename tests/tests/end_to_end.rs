@@ -18,6 +18,30 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
     let sys = TestSystem::start().await;
     let tap = sys.tap_events().await;
 
+    // Every service reports ready: database, broker (and Vault for accounts) reachable.
+    for base in [&sys.accounts, &sys.payments, &sys.settlement] {
+        let ready = sys
+            .send(
+                reqwest::Method::GET,
+                &format!("{base}/health/ready"),
+                None,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(ready.status, 200, "{base}: {:?}", ready.body);
+        let live = sys
+            .send(
+                reqwest::Method::GET,
+                &format!("{base}/health/live"),
+                None,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(live.status, 200);
+    }
+
     // Open an account and issue a card with a known number.
     let res = sys
         .post(&format!("{}/v1/accounts", sys.accounts), json!({"legal_name": "Acme Logistics", "currency": "USD", "credit_limit": {"amount": 100_000, "currency": "USD"}}))
