@@ -78,13 +78,34 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         {
             pointer = format!("{}/{field}", pointer.trim_end_matches('/'));
         }
-        let detail = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_owned();
+        let detail = redact_digit_runs(message.split(" at line ").next().unwrap_or(&message));
         Problem::field(&pointer, detail)
     })
+}
+
+/// serde echoes offending values in its messages; a long digit run may be a card
+/// number, so it never reaches a problem's detail.
+pub fn redact_digit_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 12 {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 fn json_pointer(path: &str) -> String {
@@ -249,6 +270,21 @@ mod tests {
         assert_eq!(p.errors[0].pointer, "/amount/currency");
         let p = parse_json::<Outer>(br#"{"amount": {"currency": 5}}"#).unwrap_err();
         assert_eq!(p.errors[0].pointer, "/amount/currency");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Card {
+        pan: String,
+    }
+
+    #[test]
+    fn shape_errors_never_echo_a_card_number() {
+        let p = parse_json::<Card>(br#"{"pan": 4000056655665556}"#).unwrap_err();
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(!text.contains("4000056655665556"), "{text}");
+        assert!(text.contains("[redacted]"));
+        assert_eq!(redact_digit_runs("amount 12345 ok"), "amount 12345 ok");
     }
 
     #[test]
