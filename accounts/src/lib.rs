@@ -6,14 +6,12 @@ pub mod events;
 pub mod http;
 pub mod store;
 
-use actix_web::dev::Server;
 use actix_web::web;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-use shared_kernel::auth::JwtVerifier;
 use shared_kernel::config::CommonSettings;
 use shared_kernel::db::{self, PgPool};
-use shared_kernel::server::{serve, ReadyCheck, ServerConfig};
-use shared_kernel::startup;
+use shared_kernel::server::ReadyCheck;
+use shared_kernel::startup::{self, Application};
 use shared_kernel::vault::Transit;
 use std::sync::Arc;
 
@@ -42,108 +40,60 @@ pub struct AppState {
     pub transit: Option<Transit>,
 }
 
-/// A built, bound, not yet awaited accounts service.
-pub struct Application {
-    port: u16,
-    server: Server,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
 /// Runs the migrations of the `accounts` schema.
 pub fn migrate(settings: &Settings) -> anyhow::Result<()> {
     db::migrate(settings.common.database_url.expose(), SCHEMA, MIGRATIONS)
 }
 
-impl Application {
-    /// Migrates, connects, starts the relay and the consumers, and binds the port
-    /// (port 0 picks a free one). Must be called inside a tokio runtime.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let common = settings.common;
-        let plumbing = startup::start(&common, CONTEXT, SCHEMA, MIGRATIONS, |pool, topology| {
-            vec![(
-                startup::subscription(topology, CONTEXT, "settlement", consumers::SETTLEMENT_KEYS),
-                consumers::settlement_events(pool.clone()),
-            )]
-        })
-        .await?;
-        let transit = match &common.vault {
-            Some(v) => {
-                let t = Transit::new(v)?;
-                if let Err(e) = t.ensure_keys(&[http::PAN_KEY, http::FINGERPRINT_KEY]).await {
-                    tracing::warn!(error = %e, "Vault transit is not ready; card issuance will fail until it is");
-                }
-                Some(t)
+/// Migrates, connects, starts the relay and the consumers, and binds the port
+/// (port 0 picks a free one). Must be called inside a tokio runtime.
+pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    let common = settings.common;
+    let plumbing = startup::start(&common, CONTEXT, SCHEMA, MIGRATIONS, |pool, topology| {
+        vec![(
+            startup::subscription(topology, CONTEXT, "settlement", consumers::SETTLEMENT_KEYS),
+            consumers::settlement_events(pool.clone()),
+        )]
+    })
+    .await?;
+    let transit = match &common.vault {
+        Some(v) => {
+            let t = Transit::new(v)?;
+            if let Err(e) = t.ensure_keys(&[http::PAN_KEY, http::FINGERPRINT_KEY]).await {
+                tracing::warn!(error = %e, "Vault transit is not ready; card issuance will fail until it is");
             }
-            None => {
-                tracing::warn!("no Vault configured: card issuance is disabled");
-                None
-            }
-        };
-        let state = web::Data::new(AppState {
-            pool: plumbing.pool.clone(),
-            transit,
-        });
-        let ready: ReadyCheck = {
-            let (pool, broker, state) = (
-                plumbing.pool.clone(),
-                plumbing.broker.clone(),
-                state.clone(),
-            );
-            Arc::new(move || {
-                let (pool, broker, state) = (pool.clone(), broker.clone(), state.clone());
-                Box::pin(async move {
-                    let mut checks = startup::base_checks(&pool, &broker).await;
-                    let vault_ok = match &state.transit {
-                        Some(t) => t.ready(http::PAN_KEY).await,
-                        None => false,
-                    };
-                    checks.push(("vault", vault_ok));
-                    checks
-                })
-            })
-        };
-        let verifier = web::Data::new(JwtVerifier::new(
-            &common.jwt_secret,
-            &common.jwt_issuer,
-            &common.jwt_audience,
-        ));
-        let (server, port) = serve(
-            ServerConfig {
-                host: common.host.clone(),
-                port: common.port,
-                workers: 2,
-                verifier,
-                ready,
-                openapi: OPENAPI,
-            },
-            move |cfg| {
-                cfg.app_data(state.clone());
-                http::routes(cfg);
-            },
-        )?;
-        tracing::info!(port, "accounts listening");
-        Ok(Self {
-            port,
-            server,
-            tasks: plumbing.tasks,
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Stops the server gracefully (in-flight requests finish) from elsewhere.
-    pub fn handle(&self) -> actix_web::dev::ServerHandle {
-        self.server.handle()
-    }
-
-    /// Serves until the server stops (SIGINT/SIGTERM), then stops the background tasks.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
-        for t in self.tasks {
-            t.abort();
+            Some(t)
         }
-        result
-    }
+        None => {
+            tracing::warn!("no Vault configured: card issuance is disabled");
+            None
+        }
+    };
+    let state = web::Data::new(AppState {
+        pool: plumbing.pool.clone(),
+        transit,
+    });
+    let ready: ReadyCheck = {
+        let (pool, broker, state) = (
+            plumbing.pool.clone(),
+            plumbing.broker.clone(),
+            state.clone(),
+        );
+        Arc::new(move || {
+            let (pool, broker, state) = (pool.clone(), broker.clone(), state.clone());
+            Box::pin(async move {
+                let mut checks = startup::base_checks(&pool, &broker).await;
+                let vault_ok = match &state.transit {
+                    Some(t) => t.ready(http::PAN_KEY).await,
+                    None => false,
+                };
+                checks.push(("vault", vault_ok));
+                checks
+            })
+        })
+    };
+    startup::application(&common, plumbing, ready, OPENAPI, move |cfg| {
+        cfg.app_data(state.clone());
+        http::routes(cfg);
+    })
 }

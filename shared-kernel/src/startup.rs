@@ -99,3 +99,93 @@ pub fn subscription(
         keys: keys.iter().map(|k| (*k).to_owned()).collect(),
     }
 }
+
+/// A built, bound, not yet awaited context service.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Application {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server gracefully (in-flight requests finish) from elsewhere.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM), then stops the background tasks.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        for t in self.tasks {
+            t.abort();
+        }
+        result
+    }
+}
+
+/// Readiness from the database and the broker only.
+pub fn base_ready(plumbing: &Plumbing) -> crate::server::ReadyCheck {
+    let (pool, broker) = (plumbing.pool.clone(), plumbing.broker.clone());
+    Arc::new(move || {
+        let (pool, broker) = (pool.clone(), broker.clone());
+        Box::pin(async move { base_checks(&pool, &broker).await })
+    })
+}
+
+/// Binds the context's server with the shared middleware and endpoints.
+pub fn application<F>(
+    common: &CommonSettings,
+    plumbing: Plumbing,
+    ready: crate::server::ReadyCheck,
+    openapi: &'static str,
+    routes: F,
+) -> anyhow::Result<Application>
+where
+    F: Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
+{
+    let verifier = actix_web::web::Data::new(crate::auth::JwtVerifier::new(
+        &common.jwt_secret,
+        &common.jwt_issuer,
+        &common.jwt_audience,
+    ));
+    let config = crate::server::ServerConfig {
+        host: common.host.clone(),
+        port: common.port,
+        workers: 2,
+        verifier,
+        ready,
+        openapi,
+    };
+    let (server, port) = crate::server::serve(config, routes)?;
+    Ok(Application {
+        port,
+        server,
+        tasks: plumbing.tasks,
+    })
+}
+
+/// The `main` of every context binary: `<ctx> [serve|migrate]`.
+pub fn main<S>(
+    context: &str,
+    load: fn() -> anyhow::Result<S>,
+    migrate: fn(&S) -> anyhow::Result<()>,
+    build: fn(S) -> futures_util::future::LocalBoxFuture<'static, anyhow::Result<Application>>,
+) -> anyhow::Result<()> {
+    crate::telemetry::init(context);
+    crate::http::init_metrics();
+    let settings = load()?;
+    match std::env::args().nth(1).as_deref() {
+        Some("migrate") => migrate(&settings),
+        None | Some("serve") => actix_web::rt::System::new().block_on(async move {
+            let app = build(settings).await?;
+            tracing::info!(context, port = app.port(), "listening");
+            app.run_until_stopped().await?;
+            Ok(())
+        }),
+        Some(other) => anyhow::bail!("unknown command {other:?}; use 'serve' or 'migrate'"),
+    }
+}

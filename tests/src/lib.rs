@@ -68,17 +68,17 @@ impl TestSystem {
                 transit_mount: "transit".to_owned(),
             }),
         };
-        let acc = accounts::Application::build(accounts::Settings {
+        let acc = accounts::build(accounts::Settings {
             common: common.clone(),
         })
         .await
         .expect("accounts starts");
-        let pay = payments::Application::build(payments::Settings {
+        let pay = payments::build(payments::Settings {
             common: common.clone(),
         })
         .await
         .expect("payments starts");
-        let set = settlement::Application::build(settlement::Settings {
+        let set = settlement::build(settlement::Settings {
             common: common.clone(),
             fees: settlement::domain::fees::FeeSchedule::default(),
         })
@@ -265,6 +265,35 @@ impl TestSystem {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Opens a USD account with `limit`, issues it a card, and waits until payments
+    /// has heard of both; returns the card id.
+    pub async fn card_known_to_payments(&self, limit: i64) -> String {
+        let account = self
+            .post(
+                &format!("{}/v1/accounts", self.accounts),
+                serde_json::json!({"legal_name": "Acme", "currency": "USD", "credit_limit": {"amount": limit, "currency": "USD"}}),
+            )
+            .await;
+        assert_eq!(account.status, 201, "{:?}", account.body);
+        let account_id = account.body["id"].as_str().unwrap().to_owned();
+        let card = self
+            .post(
+                &format!("{}/v1/accounts/{account_id}/cards", self.accounts),
+                serde_json::json!({"cardholder_name": "Ada Driver", "expiry_month": 12, "expiry_year": 2030}),
+            )
+            .await;
+        assert_eq!(card.status, 201, "{:?}", card.body);
+        let card_id = card.body["id"].as_str().unwrap().to_owned();
+        let spend = format!("{}/v1/cards/{card_id}/spend", self.payments);
+        self.eventually(
+            "payments to know the card",
+            Duration::from_secs(30),
+            || async { (self.get(&spend).await.status == 200).then_some(()) },
+        )
+        .await;
+        card_id
     }
 
     /// Runs a `SELECT count(*) ...` on this test's database.

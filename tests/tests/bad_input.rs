@@ -4,7 +4,6 @@
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::time::Duration;
 use tests::{Response, TestSystem};
 
 const NO_SUCH: &str = "01900000-0000-7000-8000-000000000000";
@@ -241,22 +240,8 @@ async fn accounts_rejects_bad_input_with_problems() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn payments_rejects_bad_input_with_problems() {
     let sys = TestSystem::start().await;
-    let account = sys.post(&format!("{}/v1/accounts", sys.accounts), json!({"legal_name": "Acme", "currency": "USD", "credit_limit": {"amount": 1000, "currency": "USD"}})).await;
-    let account_id = account.body["id"].as_str().unwrap().to_owned();
-    let card = sys
-        .post(
-            &format!("{}/v1/accounts/{account_id}/cards", sys.accounts),
-            json!({"cardholder_name": "Ada Driver", "expiry_month": 12, "expiry_year": 2030}),
-        )
-        .await;
-    let card_id = card.body["id"].as_str().unwrap().to_owned();
+    let card_id = sys.card_known_to_payments(1_000).await;
     let spend = format!("{}/v1/cards/{card_id}/spend", sys.payments);
-    sys.eventually(
-        "payments to know the card",
-        Duration::from_secs(30),
-        || async { (sys.get(&spend).await.status == 200).then_some(()) },
-    )
-    .await;
 
     let url = format!("{}/v1/authorizations", sys.payments);
     let merchant = json!({"id": "m1", "name": "Shop", "mcc": "5812", "country": "US"});

@@ -4,35 +4,12 @@
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 use tests::TestSystem;
-
-async fn funded_card(sys: &TestSystem, limit: i64) -> String {
-    let account = sys
-        .post(&format!("{}/v1/accounts", sys.accounts), json!({"legal_name": "Acme", "currency": "USD", "credit_limit": {"amount": limit, "currency": "USD"}}))
-        .await;
-    let account_id = account.body["id"].as_str().unwrap().to_owned();
-    let card = sys
-        .post(
-            &format!("{}/v1/accounts/{account_id}/cards", sys.accounts),
-            json!({"cardholder_name": "Ada Driver", "expiry_month": 12, "expiry_year": 2030}),
-        )
-        .await;
-    let card_id = card.body["id"].as_str().unwrap().to_owned();
-    let spend = format!("{}/v1/cards/{card_id}/spend", sys.payments);
-    sys.eventually(
-        "payments to know the card",
-        Duration::from_secs(30),
-        || async { (sys.get(&spend).await.status == 200).then_some(()) },
-    )
-    .await;
-    card_id
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_authorizations_never_exceed_the_credit_limit() {
     let sys = Arc::new(TestSystem::start().await);
-    let card_id = funded_card(&sys, 10_000).await;
+    let card_id = sys.card_known_to_payments(10_000).await;
     let url = format!("{}/v1/authorizations", sys.payments);
     let mut tasks = Vec::new();
     for i in 0..24 {
@@ -65,7 +42,7 @@ async fn concurrent_authorizations_never_exceed_the_credit_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_idempotency_key_sent_concurrently_makes_one_payment() {
     let sys = Arc::new(TestSystem::start().await);
-    let card_id = funded_card(&sys, 100_000).await;
+    let card_id = sys.card_known_to_payments(100_000).await;
     let url = format!("{}/v1/authorizations", sys.payments);
     let body = json!({"card_id": card_id, "amount": {"amount": 500, "currency": "USD"}, "merchant": {"id": "m1", "name": "Shop", "mcc": "5812", "country": "US"}});
     let mut tasks = Vec::new();
