@@ -5,6 +5,8 @@
 use crate::{db, dev};
 use anyhow::Context;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub fn run() -> anyhow::Result<()> {
@@ -53,7 +55,19 @@ pub fn run() -> anyhow::Result<()> {
     println!("  token:      TOKEN=$(cargo xtask token)");
     println!("  Ctrl-C stops everything.");
     println!();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
     loop {
+        if interrupted.load(Ordering::SeqCst) {
+            eprintln!("stopping the services");
+            for (_, c) in children.iter_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            return Ok(()); // the development OpenBao stops when `_vault` drops
+        }
         let mut stopped = None;
         for (name, child) in children.iter_mut() {
             if let Some(status) = child.try_wait()? {
