@@ -8,7 +8,7 @@ use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use shared_kernel::auth::Caller;
 use shared_kernel::db;
-use shared_kernel::http::{idempotency_key, Body, MoneyIn};
+use shared_kernel::http::{idempotency_key, resource, Body, MoneyIn};
 use shared_kernel::problem::Violations;
 use shared_kernel::Problem;
 use uuid::Uuid;
@@ -16,16 +16,25 @@ use uuid::Uuid;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
-            .route("/cards/{card_id}/spend", web::get().to(spend))
-            .route("/authorizations", web::post().to(authorize))
-            .route("/authorizations/{id}", web::get().to(get_authorization))
-            .route("/authorizations/{id}/captures", web::post().to(capture)),
+            .service(resource("/cards/{card_id}/spend", "GET").route(web::get().to(spend)))
+            .service(resource("/authorizations", "POST").route(web::post().to(authorize)))
+            .service(
+                resource("/authorizations/{id}", "GET").route(web::get().to(get_authorization)),
+            )
+            .service(
+                resource("/authorizations/{id}/captures", "POST").route(web::post().to(capture)),
+            ),
     );
 }
 
+/// The stored response; a replay says so with `Idempotent-Replayed: true`.
 fn created(stored: Stored) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED))
-        .json(stored.body)
+    let mut res =
+        HttpResponse::build(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED));
+    if stored.replayed {
+        res.insert_header(("Idempotent-Replayed", "true"));
+    }
+    res.json(stored.body)
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,15 +6,15 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use shared_kernel::auth::Caller;
 use shared_kernel::db;
-use shared_kernel::http::{page_limit, Body, Page};
+use shared_kernel::http::{page_limit, resource, Body, Page};
 use shared_kernel::{Currency, Money, Problem};
 use uuid::Uuid;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
-            .route("/settlement-runs", web::post().to(run))
-            .route("/settlement-batches", web::get().to(batches)),
+            .service(resource("/settlement-runs", "POST").route(web::post().to(run)))
+            .service(resource("/settlement-batches", "GET").route(web::get().to(batches))),
     );
 }
 

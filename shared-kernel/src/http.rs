@@ -176,6 +176,21 @@ pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|_, _| Problem::not_found("resource").into())
 }
 
+/// A resource whose other methods answer 405 with an `Allow` header, as a problem.
+pub fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        let p = Problem::of(
+            "method-not-allowed",
+            format!("this resource allows {allow}"),
+        );
+        let mut res = actix_web::ResponseError::error_response(&p);
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(allow) {
+            res.headers_mut().insert(actix_web::http::header::ALLOW, v);
+        }
+        res
+    }))
+}
+
 /// Any route that does not exist.
 pub async fn not_found() -> HttpResponse {
     actix_web::ResponseError::error_response(&Problem::not_found("route"))

@@ -18,6 +18,7 @@ pub const PROBLEM_TYPES: &[(&str, &str, u16)] = &[
     ("unauthenticated", "Authentication required", 401),
     ("forbidden", "Insufficient scope", 403),
     ("not-found", "Resource not found", 404),
+    ("method-not-allowed", "Method not allowed", 405),
     ("conflict", "Conflict with current state", 409),
     ("idempotency-key-in-use", "Idempotency key in use", 409),
     ("validation-failed", "Validation failed", 422),

@@ -27,6 +27,8 @@ pub struct TestSystem {
     pub prefix: String,
     pub amqp_url: String,
     pub database: infra::TestDatabase,
+    /// The settings the three contexts were started with.
+    pub common: CommonSettings,
     pub http: reqwest::Client,
     /// Every response body this client saw (for leak scans).
     pub seen: Arc<Mutex<Vec<String>>>,
@@ -37,6 +39,7 @@ pub struct TestSystem {
 
 pub struct Response {
     pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
     pub body: Value,
     pub content_type: String,
 }
@@ -98,6 +101,7 @@ impl TestSystem {
             prefix,
             amqp_url: infra.amqp_url.clone(),
             database,
+            common,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()
@@ -168,6 +172,7 @@ impl TestSystem {
         let (method, url) = (req.method().to_string(), req.url().to_string());
         let res = self.http.execute(req).await.expect("request sent");
         let status = res.status();
+        let headers = res.headers().clone();
         let content_type = res
             .headers()
             .get("content-type")
@@ -186,6 +191,7 @@ impl TestSystem {
         });
         Response {
             status,
+            headers,
             body,
             content_type,
         }
@@ -294,6 +300,19 @@ impl TestSystem {
         )
         .await;
         card_id
+    }
+
+    /// Runs SQL on this test's database (to set up states the API cannot reach).
+    pub async fn exec(&self, sql: &str) {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let (url, sql) = (self.database.url.clone(), sql.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut conn = diesel::PgConnection::establish(&url).unwrap();
+            conn.batch_execute(&sql).unwrap();
+        })
+        .await
+        .unwrap();
     }
 
     /// Runs a `SELECT count(*) ...` on this test's database.

@@ -145,3 +145,55 @@ fn consumers_only_rely_on_fields_the_producers_promise() {
         }
     }
 }
+
+/// Every example in the OpenAPI documents is valid against the schema beside it, so the
+/// examples teach what the service really accepts and answers.
+#[test]
+fn every_openapi_example_matches_its_schema() {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for ctx in ["accounts", "payments", "settlement"] {
+        let doc = tests::contract::load(&format!("contracts/openapi/{ctx}.json"));
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let mut media: Vec<(String, &serde_json::Value)> = Vec::new();
+                if let Some(content) = op["requestBody"]["content"].as_object() {
+                    media.extend(
+                        content
+                            .values()
+                            .map(|m| (format!("{method} {path} request"), m)),
+                    );
+                }
+                for (status, response) in op["responses"].as_object().into_iter().flatten() {
+                    if let Some(content) = response["content"].as_object() {
+                        media.extend(
+                            content
+                                .values()
+                                .map(|m| (format!("{method} {path} {status}"), m)),
+                        );
+                    }
+                }
+                for (at, m) in media {
+                    let Some(example) = m.get("example") else {
+                        continue;
+                    };
+                    let mut root = m["schema"].clone();
+                    root["components"] = doc["components"].clone();
+                    let validator = jsonschema::validator_for(&root).unwrap();
+                    checked += 1;
+                    problems.extend(
+                        validator
+                            .iter_errors(example)
+                            .map(|e| format!("{ctx}: {at}: {e}")),
+                    );
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} examples found");
+    assert!(
+        problems.is_empty(),
+        "examples disagree with their schemas:\n{}",
+        problems.join("\n")
+    );
+}

@@ -103,6 +103,17 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
         replay.body, auth.body,
         "a replay returns the original response"
     );
+    assert_eq!(
+        replay
+            .headers
+            .get("Idempotent-Replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+    assert!(
+        auth.headers.get("Idempotent-Replayed").is_none(),
+        "the first response is not a replay"
+    );
     let auth_id = auth.body["id"].as_str().unwrap().to_owned();
     let fetched = sys.get(&format!("{auth_url}/{auth_id}")).await;
     assert_eq!(fetched.body, auth.body);

@@ -6,16 +6,17 @@ mod cards;
 pub use cards::{FINGERPRINT_KEY, PAN_KEY};
 
 use actix_web::web;
+use shared_kernel::http::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
-            .route("/accounts", web::post().to(accounts::open))
-            .route("/accounts/{id}", web::get().to(accounts::get))
-            .route(
-                "/accounts/{id}/ledger-entries",
-                web::get().to(accounts::ledger_entries),
+            .service(resource("/accounts", "POST").route(web::post().to(accounts::open)))
+            .service(resource("/accounts/{id}", "GET").route(web::get().to(accounts::get)))
+            .service(
+                resource("/accounts/{id}/ledger-entries", "GET")
+                    .route(web::get().to(accounts::ledger_entries)),
             )
-            .route("/accounts/{id}/cards", web::post().to(cards::issue)),
+            .service(resource("/accounts/{id}/cards", "POST").route(web::post().to(cards::issue))),
     );
 }

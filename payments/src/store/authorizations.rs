@@ -166,7 +166,11 @@ pub fn authorize(
         .increment(1);
         let body = json(&authorization_out(row)?)?;
         idempotency::finish(conn, key, 201, &body)?;
-        Ok(Stored { status: 201, body })
+        Ok(Stored {
+            status: 201,
+            body,
+            replayed: false,
+        })
     })
 }
 
@@ -241,7 +245,11 @@ pub fn capture(
         outbox::enqueue(conn, &events::payment_captured(&auth, &out, version))?;
         let body = json(&out)?;
         idempotency::finish(conn, key, 201, &body)?;
-        Ok(Stored { status: 201, body })
+        Ok(Stored {
+            status: 201,
+            body,
+            replayed: false,
+        })
     })
 }
 

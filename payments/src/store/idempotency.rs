@@ -33,6 +33,8 @@ impl IdempotencyKey {
 pub struct Stored {
     pub status: u16,
     pub body: serde_json::Value,
+    /// True when this is the response stored for an earlier request with the same key.
+    pub replayed: bool,
 }
 
 #[derive(QueryableByName)]
@@ -64,6 +66,7 @@ pub fn begin(conn: &mut PgConnection, k: &IdempotencyKey) -> Result<Option<Store
     match found {
         None => Ok(None),
         Some((hash, status, body)) if hash == k.request_hash => Ok(Some(Stored {
+            replayed: true,
             status: u16::try_from(status).unwrap_or(200),
             body,
         })),
