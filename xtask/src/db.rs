@@ -6,7 +6,7 @@ use diesel::connection::SimpleConnection;
 use diesel::Connection;
 use std::process::Command;
 
-fn admin(sql: &str) -> anyhow::Result<()> {
+pub fn admin(sql: &str) -> anyhow::Result<()> {
     let mut conn = diesel::PgConnection::establish(&dev::admin_url())
         .context("connecting to PostgreSQL as admin")?;
     conn.batch_execute(sql)

@@ -3,6 +3,7 @@
 
 mod db;
 mod dev;
+mod fuzz;
 mod test;
 mod token;
 mod up;

@@ -9,6 +9,14 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         (Ok(_), Ok(_)) => None,
         _ => Some(dev::DevVault::start(dev::free_port()?)?),
     };
+    // Fuzz each context from its contract first, so the test runner's summary closes the output.
+    let (addr, token) = match &vault {
+        Some(v) => (v.addr.clone(), v.token.clone()),
+        None => (std::env::var("VAULT_ADDR")?, std::env::var("VAULT_TOKEN")?),
+    };
+    if std::env::var_os("FLEET_SKIP_FUZZ").is_none() && extra.is_empty() {
+        crate::fuzz::run(&addr, &token)?;
+    }
     let nextest = Command::new("cargo")
         .args(["nextest", "--version"])
         .output()
