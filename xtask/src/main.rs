@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: run the system, its migrations and its tests.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod contracts;
 mod db;
 mod dev;
 mod fuzz;
@@ -30,12 +31,17 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Format check, clippy with warnings denied, then the tests.
+    /// Format check, clippy with warnings denied, the contract checks, then the tests.
     Ci,
     /// Database tasks.
     Db {
         #[command(subcommand)]
         command: DbCommand,
+    },
+    /// Contract tasks: breaking-change check against another revision.
+    Contracts {
+        #[command(subcommand)]
+        command: ContractsCommand,
     },
     /// Prints a signed development JWT (all scopes unless --scope is given).
     Token {
@@ -45,6 +51,18 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+}
+
+#[derive(Subcommand)]
+enum ContractsCommand {
+    /// Fails when OpenAPI or AsyncAPI changed incompatibly since a git revision.
+    Check {
+        /// The revision to compare with (a branch, tag or commit).
+        #[arg(long, default_value = "HEAD")]
+        against: String,
+    },
+    /// Proves the check: breaking edits of the contracts fail it, additive ones pass.
+    Selftest,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +95,12 @@ fn main() -> anyhow::Result<()> {
         Command::Db {
             command: DbCommand::Reset,
         } => db::reset(),
+        Command::Contracts {
+            command: ContractsCommand::Check { against },
+        } => contracts::check(&against),
+        Command::Contracts {
+            command: ContractsCommand::Selftest,
+        } => contracts::selftest(),
         Command::Token { scopes, ttl } => token::print(&scopes, ttl),
     }
 }
