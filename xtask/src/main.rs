@@ -87,6 +87,8 @@ fn main() -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ])?;
+            contracts::selftest()?;
+            contracts::check("HEAD")?;
             test::run(&[])
         }
         Command::Db {
