@@ -201,34 +201,32 @@ impl TestSystem {
     /// service it hit: path, method, status, media type and body schema.
     pub fn assert_exchanges_match_contracts(&self) {
         let docs = [
-            (
-                &self.accounts,
-                contract::load("contracts/openapi/accounts.json"),
-            ),
-            (
-                &self.payments,
-                contract::load("contracts/openapi/payments.json"),
-            ),
-            (
-                &self.settlement,
-                contract::load("contracts/openapi/settlement.json"),
-            ),
-        ];
+            (&self.accounts, "contracts/openapi/accounts.json"),
+            (&self.payments, "contracts/openapi/payments.json"),
+            (&self.settlement, "contracts/openapi/settlement.json"),
+        ]
+        .map(|(base, file)| (base, file, contract::load(file)));
         let exchanges = self.exchanges.lock().unwrap().clone();
         assert!(!exchanges.is_empty(), "no exchanges recorded");
         let mut problems = Vec::new();
         for ex in &exchanges {
             match docs
                 .iter()
-                .find(|(base, _)| ex.url.starts_with(base.as_str()))
+                .find(|(base, _, _)| ex.url.starts_with(base.as_str()))
             {
-                Some((_, doc)) => problems.extend(contract::check(doc, ex)),
+                Some((_, file, doc)) => problems.extend(
+                    contract::check(doc, ex)
+                        .into_iter()
+                        .map(|p| format!("{file}: {p}")),
+                ),
                 None => problems.push(format!("{} {}: not one of the services", ex.method, ex.url)),
             }
         }
         assert!(
             problems.is_empty(),
-            "responses disagree with contracts/openapi (fix the code, or change the contract with it):\n{}",
+            "responses disagree with the committed contracts:\n{}\n\
+             Either change the code back, or change the contract with it (the file named above) \
+             and run `cargo xtask contracts check --against origin/main` to prove the change is additive.",
             problems.join("\n")
         );
     }
