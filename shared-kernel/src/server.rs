@@ -25,6 +25,27 @@ pub struct ServerConfig {
     pub openapi: &'static str,
 }
 
+/// Swagger UI for the served document, from the bundle compiled into the binary
+/// (no CDN, so it works offline).
+async fn docs(tail: web::Path<String>) -> HttpResponse {
+    let config = std::sync::Arc::new(utoipa_swagger_ui::Config::from("/openapi.json"));
+    match utoipa_swagger_ui::serve(&tail, config) {
+        Ok(Some(file)) => {
+            let mut res = HttpResponse::Ok();
+            res.content_type(file.content_type);
+            if file.gzpipped {
+                res.insert_header(("Content-Encoding", "gzip"));
+            }
+            res.body(file.bytes.to_vec())
+        }
+        Ok(None) => crate::http::not_found().await,
+        Err(e) => {
+            tracing::error!(error = %e, "Swagger UI file failed");
+            actix_web::ResponseError::error_response(&crate::problem::Problem::internal())
+        }
+    }
+}
+
 async fn ready(check: web::Data<ReadyCheck>) -> HttpResponse {
     ready_response(&(check.get_ref())().await)
 }
@@ -62,6 +83,15 @@ where
                         .body(openapi)
                 }),
             )
+            .route(
+                "/docs",
+                web::get().to(|| async {
+                    HttpResponse::PermanentRedirect()
+                        .insert_header(("Location", "/docs/"))
+                        .finish()
+                }),
+            )
+            .route("/docs/{tail:.*}", web::get().to(docs))
             .configure(routes.clone())
             .default_service(web::to(not_found))
     })

@@ -27,6 +27,21 @@ async fn each_service_serves_exactly_its_committed_openapi_document() {
         assert_eq!(served, committed, "{base} does not serve {file}");
         let doc: serde_json::Value = serde_json::from_str(&served).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
+
+        // Swagger UI for that document, served from the bundle in the binary.
+        let page = sys.http.get(format!("{base}/docs/")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await.unwrap().contains("swagger-ui"));
+        let init = sys
+            .http
+            .get(format!("{base}/docs/swagger-initializer.js"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            init.text().await.unwrap().contains("/openapi.json"),
+            "{base}: Swagger UI points at the served document"
+        );
     }
     sys.shutdown().await;
 }
