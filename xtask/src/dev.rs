@@ -43,13 +43,11 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the three service binaries and returns the directory they are in.
+/// Builds the three service binaries and returns the directory they are in. The whole
+/// workspace is built with all targets, so dependencies get the same features as in
+/// `cargo test` and nothing is compiled twice.
 pub fn build_services() -> anyhow::Result<PathBuf> {
-    let mut args = vec!["build", "--quiet"];
-    for c in CONTEXTS {
-        args.extend(["-p", c]);
-    }
-    cargo(&args)?;
+    cargo(&["build", "--quiet", "--workspace", "--all-targets"])?;
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join("target"));
