@@ -141,8 +141,6 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
 pub struct PageQuery {
     pub limit: Option<i64>,
     pub cursor: Option<String>,
-    #[serde(flatten)]
-    pub _rest: std::collections::HashMap<String, String>,
 }
 
 /// A page of a list: `{"data": [...], "next_cursor": "..." | null}`.

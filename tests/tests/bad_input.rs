@@ -224,6 +224,11 @@ async fn accounts_rejects_bad_input_with_problems() {
         422,
         "validation-failed",
     );
+    problem(
+        &sys.get(&format!("{ledger}?colour=blue")).await,
+        422,
+        "validation-failed",
+    );
 
     // Nothing was half-written: the one good account exists, with no card and no event
     // beyond its own `account_opened`.
