@@ -176,6 +176,44 @@ async fn relay_once(
     }
     let mut rows = rows;
     rows.sort_by_key(|r| r.id);
+    let leased: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    match publish_batch(pool, broker, config, channel, &rows).await {
+        Ok(()) => Ok(rows.len()),
+        Err(e) => {
+            // Give the rows back at once rather than when the lease runs out, so a
+            // broker that returns is caught up with without waiting for the lease.
+            release(pool, leased).await;
+            Err(e)
+        }
+    }
+}
+
+/// Clears the lease of rows that were not published.
+async fn release(pool: &PgPool, ids: Vec<i64>) {
+    if ids.is_empty() {
+        return;
+    }
+    let released = crate::db::run(pool, move |conn| {
+        diesel::sql_query(
+            "UPDATE outbox SET leased_until = NULL WHERE id = ANY($1) AND published_at IS NULL",
+        )
+        .bind::<Array<BigInt>, _>(ids)
+        .execute(conn)
+        .map_err(crate::db::db_problem)
+    })
+    .await;
+    if let Err(p) = released {
+        tracing::warn!(problem = %p, "could not release outbox leases; they expire by themselves");
+    }
+}
+
+async fn publish_batch(
+    pool: &PgPool,
+    broker: &Broker,
+    config: &RelayConfig,
+    channel: &mut Option<Channel>,
+    rows: &[Row],
+) -> anyhow::Result<()> {
     if channel.as_ref().is_none_or(|c| !c.status().connected()) {
         *channel = Some(open_channel(broker, &config.exchange).await?);
     }
@@ -184,7 +222,7 @@ async fn relay_once(
         .ok_or_else(|| anyhow::anyhow!("no channel"))?;
     let started = Instant::now();
     let mut pending = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let body = serde_json::to_vec(&row.payload)?;
         let props = BasicProperties::default()
             .with_content_type("application/cloudevents+json".into())
@@ -205,14 +243,17 @@ async fn relay_once(
         pending.push((row.id, confirm));
     }
     let mut acked = Vec::with_capacity(pending.len());
+    let mut nacked = Vec::new();
     for (id, confirm) in pending {
         match confirm.await? {
             Confirmation::Ack(_) | Confirmation::NotRequested => acked.push(id),
             Confirmation::Nack(_) => {
-                tracing::warn!(outbox_id = id, "broker nacked; row stays unpublished")
+                tracing::warn!(outbox_id = id, "broker nacked; row stays unpublished");
+                nacked.push(id);
             }
         }
     }
+    release(pool, nacked).await;
     let n = acked.len();
     crate::db::run(pool, move |conn| {
         diesel::sql_query(
@@ -228,5 +269,5 @@ async fn relay_once(
         .increment(n as u64);
     metrics::histogram!("outbox_batch_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(published = n, "outbox batch published");
-    Ok(rows.len())
+    Ok(())
 }
