@@ -125,7 +125,12 @@ fn spawn_listener(config: RelayConfig, wake: Arc<Notify>) {
 
 async fn run_relay(pool: PgPool, broker: Arc<Broker>, config: RelayConfig, wake: Arc<Notify>) {
     let mut channel: Option<Channel> = None;
+    let mut measured = Instant::now() - Duration::from_secs(60);
     loop {
+        if measured.elapsed() >= Duration::from_secs(5) {
+            measured = Instant::now();
+            record_backlog(&pool, &config.exchange).await;
+        }
         match relay_once(&pool, &broker, &config, &mut channel).await {
             Ok(n) if n as i32 >= config.batch_size => continue, // more waiting: go on at once
             Ok(_) => {}
@@ -136,6 +141,16 @@ async fn run_relay(pool: PgPool, broker: Arc<Broker>, config: RelayConfig, wake:
             }
         }
         let _ = tokio::time::timeout(config.poll_interval, wake.notified()).await;
+    }
+}
+
+/// Outbox backlog and the age of its oldest row, as gauges per exchange.
+async fn record_backlog(pool: &PgPool, exchange: &str) {
+    let measured = crate::db::run(pool, |conn| backlog(conn).map_err(crate::db::db_problem)).await;
+    if let Ok((rows, age)) = measured {
+        metrics::gauge!("outbox_backlog", "exchange" => exchange.to_owned()).set(rows as f64);
+        metrics::gauge!("outbox_oldest_unpublished_seconds", "exchange" => exchange.to_owned())
+            .set(age);
     }
 }
 

@@ -258,6 +258,29 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
         assert!(!text.contains(PAN), "the PAN leaked into {name}");
     }
 
+    // Prometheus metrics: request RED metrics per route, the relay's work and backlog,
+    // authorization decisions (labels carry routes and outcomes, never ids).
+    let metrics = sys
+        .http
+        .get(format!("{}/metrics", sys.payments))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "outbox_published_total",
+        "outbox_backlog",
+        "authorization_decisions_total",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+    assert!(metrics.contains(r#"route="/v1/authorizations""#));
+    assert!(!metrics.contains(&auth_id), "no ids in metric labels");
+
     // Every response matched the committed OpenAPI; every event its schema.
     sys.assert_exchanges_match_contracts();
     let event_problems: Vec<String> = tap
