@@ -76,8 +76,9 @@ fn generated(log: &str) -> Option<u64> {
 pub fn run(vault_addr: &str, vault_token: &str) -> anyhow::Result<()> {
     let st = schemathesis()?;
     let bin = dev::build_services()?;
-    let suffix = dev::random_hex(8)?;
+    let suffix = dev::random_hex(16)?;
     let database = format!("fleet_t_fuzz{suffix}");
+    let prefix = format!("t{suffix}.");
     crate::db::admin(&format!("CREATE DATABASE {database}"))?;
     let admin = dev::admin_url();
     let base = admin
@@ -98,10 +99,7 @@ pub fn run(vault_addr: &str, vault_token: &str) -> anyhow::Result<()> {
                 .env("FLEET__AUTH__JWT_SECRET", &secret)
                 .env("FLEET__VAULT__ADDR", vault_addr)
                 .env("FLEET__VAULT__TOKEN", vault_token)
-                .env(
-                    "FLEET__AMQP__PREFIX",
-                    format!("t{suffix}{suffix}{suffix}{suffix}."),
-                )
+                .env("FLEET__AMQP__PREFIX", &prefix)
                 .env("FLEET__HTTP__PORT", port.to_string())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -130,6 +128,7 @@ pub fn run(vault_addr: &str, vault_token: &str) -> anyhow::Result<()> {
         Ok(counts)
     })();
     let _ = crate::db::admin(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
+    delete_broker_names(&prefix);
     let counts = result?;
     let total: u64 = counts.iter().map(|(_, n)| n).sum();
     let parts: Vec<String> = counts
@@ -173,4 +172,42 @@ fn fuzz_one(st: &Path, s: &Service, token: &str, logs: &Path) -> anyhow::Result<
         bail!("schemathesis found failures in {} (log above)", s.name);
     }
     generated(&text).with_context(|| format!("no summary in schemathesis' output for {}", s.name))
+}
+
+/// Removes the queues and exchanges the fuzzed services declared under `prefix`.
+fn delete_broker_names(prefix: &str) {
+    let url = std::env::var("FLEET__AMQP__URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let props = lapin::ConnectionProperties::default();
+        let Ok(conn) = lapin::Connection::connect(&url, props).await else {
+            return;
+        };
+        let Ok(ch) = conn.create_channel().await else {
+            return;
+        };
+        for q in [
+            "payments.accounts-events",
+            "settlement.payments-events",
+            "accounts.settlement-events",
+        ] {
+            let name = format!("{prefix}{q}");
+            let _ = ch
+                .queue_delete(name.as_str().into(), Default::default())
+                .await;
+        }
+        for ctx in dev::CONTEXTS {
+            let name = format!("{prefix}{ctx}.events");
+            let _ = ch
+                .exchange_delete(name.as_str().into(), Default::default())
+                .await;
+        }
+        let _ = conn.close(200, "done".into()).await;
+    });
 }

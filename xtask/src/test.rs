@@ -48,12 +48,29 @@ fn clean_leftovers() {
     use diesel::connection::SimpleConnection;
     use diesel::Connection;
     if let Ok(mut conn) = diesel::PgConnection::establish(&dev::admin_url()) {
-        let _ = conn.batch_execute(
-            "DO $$ DECLARE d text; BEGIN \
-               FOR d IN SELECT datname FROM pg_database WHERE datname LIKE 'fleet\\_t\\_%' LOOP \
-                 EXECUTE format('DROP DATABASE IF EXISTS %I WITH (FORCE)', d); \
-               END LOOP; END $$",
-        );
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Name {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            datname: String,
+        }
+        // DROP DATABASE cannot run inside a function or transaction: one statement each.
+        let names: Vec<Name> =
+            diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'fleet\\_t\\_%'")
+                .load(&mut conn)
+                .unwrap_or_default();
+        for n in names {
+            let plain = n
+                .datname
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if plain {
+                let _ = conn.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    n.datname
+                ));
+            }
+        }
     }
     let listed = Command::new("rabbitmqctl")
         .args(["list_queues", "-q", "--no-table-headers", "name"])
