@@ -143,6 +143,10 @@ async fn every_registered_problem_type_is_produced_by_some_request() {
         .await;
     assert_eq!(res.status, 503, "{:?}", res.body);
     handle.stop(true).await;
+    // Cleanup only: give the stopped service a moment to abort its consumer, which would
+    // otherwise declare its queue again.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tests::infra::delete_broker_names(&sys.amqp_url, &format!("{}novault.", sys.prefix)).await;
 
     // 500: a row the code cannot read is an internal-error problem, not a bare 500.
     sys.exec(&format!(
