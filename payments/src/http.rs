@@ -53,7 +53,7 @@ async fn authorize(
 ) -> Result<HttpResponse, Problem> {
     caller.require("payments:write")?;
     let key = idempotency_key(&req)?;
-    let parsed: AuthorizeBody = shared_kernel::http::parse_json(body.0.to_string().as_bytes())?;
+    let parsed: AuthorizeBody = shared_kernel::http::parse_value(&body.0)?;
     let mut v = Violations::new();
     let amount = parsed.amount.parse("/amount", true, &mut v);
     for (pointer, msg) in parsed.merchant.problems() {
@@ -98,7 +98,7 @@ async fn capture(
     caller.require("payments:write")?;
     let key = idempotency_key(&req)?;
     let id = id.into_inner();
-    let parsed: CaptureBody = shared_kernel::http::parse_json(body.0.to_string().as_bytes())?;
+    let parsed: CaptureBody = shared_kernel::http::parse_value(&body.0)?;
     let mut v = Violations::new();
     let amount = parsed.amount.parse("/amount", true, &mut v);
     v.into_result()?;

@@ -65,22 +65,30 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
 /// Parses JSON, turning serde's error into the right problem.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let inner = e.inner();
-        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-            return Problem::malformed(format!("the body is not valid JSON: {inner}"));
-        }
-        let mut pointer = json_pointer(&e.path().to_string());
-        let message = inner.to_string();
-        if let Some(field) = message
-            .strip_prefix("missing field `")
-            .and_then(|r| r.split('`').next())
-        {
-            pointer = format!("{}/{field}", pointer.trim_end_matches('/'));
-        }
-        let detail = redact_digit_runs(message.split(" at line ").next().unwrap_or(&message));
-        Problem::field(&pointer, detail)
-    })
+    serde_path_to_error::deserialize(de).map_err(shape_problem)
+}
+
+/// Reads an already parsed JSON value as `T`, with the same problems as `parse_json`.
+pub fn parse_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(shape_problem)
+}
+
+/// A syntax error is 400; a value of the wrong shape is 422 with the field's pointer.
+fn shape_problem(e: serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    let inner = e.inner();
+    if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+        return Problem::malformed(format!("the body is not valid JSON: {inner}"));
+    }
+    let mut pointer = json_pointer(&e.path().to_string());
+    let message = inner.to_string();
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
+        pointer = format!("{}/{field}", pointer.trim_end_matches('/'));
+    }
+    let detail = redact_digit_runs(message.split(" at line ").next().unwrap_or(&message));
+    Problem::field(&pointer, detail)
 }
 
 /// serde echoes offending values in its messages; a long digit run may be a card
@@ -298,6 +306,16 @@ mod tests {
         assert!(!text.contains("4000056655665556"), "{text}");
         assert!(text.contains("[redacted]"));
         assert_eq!(redact_digit_runs("amount 12345 ok"), "amount 12345 ok");
+    }
+
+    #[test]
+    fn parsed_values_give_the_same_problems_as_bytes() {
+        let value = serde_json::json!({"amount": {"currency": 5}});
+        let p = parse_value::<Outer>(&value).unwrap_err();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.errors[0].pointer, "/amount/currency");
+        let p = parse_value::<Outer>(&serde_json::json!({"amount": {}})).unwrap_err();
+        assert_eq!(p.errors[0].pointer, "/amount/currency");
     }
 
     #[test]
