@@ -63,9 +63,6 @@ pub fn authorization_out(r: AuthorizationRow) -> Result<AuthorizationOut, Proble
     })
 }
 
-/// The outcome of a create: the status and body to return (fresh or replayed).
-pub type Created = Stored;
-
 fn json(v: &impl Serialize) -> Result<serde_json::Value, Problem> {
     serde_json::to_value(v).map_err(|_| Problem::internal())
 }
@@ -83,7 +80,7 @@ pub fn authorize(
     conn: &mut PgConnection,
     key: &IdempotencyKey,
     cmd: &AuthorizeCommand,
-) -> Result<Created, Problem> {
+) -> Result<Stored, Problem> {
     conn.transaction(|conn| {
         if let Some(stored) = idempotency::begin(conn, key)? {
             return Ok(stored);
@@ -189,7 +186,7 @@ pub fn capture(
     key: &IdempotencyKey,
     authorization_id: Uuid,
     amount: Money,
-) -> Result<Created, Problem> {
+) -> Result<Stored, Problem> {
     conn.transaction(|conn| {
         if let Some(stored) = idempotency::begin(conn, key)? {
             return Ok(stored);
