@@ -12,7 +12,6 @@ use std::time::Duration;
 pub struct Plumbing {
     pub pool: PgPool,
     pub broker: Arc<Broker>,
-    pub topology: Topology,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -59,7 +58,6 @@ pub async fn start(
     Ok(Plumbing {
         pool,
         broker,
-        topology,
         tasks,
     })
 }
