@@ -120,7 +120,7 @@ pub async fn ledger_entries(
             .map_err(|_| Problem::field("/cursor", "not a cursor this API issued"))?,
     };
     let rows = db::run(&state.pool, move |conn| {
-        if store::find_account(conn, id).map_err(db_problem)?.is_none() {
+        if !store::account_exists(conn, id).map_err(db_problem)? {
             return Err(Problem::not_found("account"));
         }
         ledger::entries(conn, id, after, limit).map_err(db_problem)

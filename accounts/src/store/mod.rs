@@ -65,6 +65,11 @@ pub fn open_account(conn: &mut PgConnection, new: &NewAccount) -> QueryResult<Ac
     })
 }
 
+/// Whether the account exists (no balance computed).
+pub fn account_exists(conn: &mut PgConnection, id: Uuid) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(accounts::table.find(id))).get_result(conn)
+}
+
 pub fn find_account(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<AccountWithBalance>> {
     let Some(account) = accounts::table
         .find(id)
