@@ -132,7 +132,7 @@ async fn every_registered_problem_type_is_produced_by_some_request() {
         .unwrap();
     let no_vault_url = format!("http://127.0.0.1:{}", no_vault.port());
     let handle = no_vault.handle();
-    tokio::spawn(no_vault.run_until_stopped());
+    let running = tokio::spawn(no_vault.run_until_stopped());
     let account = sys.post(&format!("{no_vault_url}/v1/accounts"), json!({"legal_name": "Acme", "currency": "USD", "credit_limit": {"amount": 1, "currency": "USD"}})).await;
     let account_id = account.body["id"].as_str().unwrap();
     let res = sys
@@ -143,9 +143,8 @@ async fn every_registered_problem_type_is_produced_by_some_request() {
         .await;
     assert_eq!(res.status, 503, "{:?}", res.body);
     handle.stop(true).await;
-    // Cleanup only: give the stopped service a moment to abort its consumer, which would
-    // otherwise declare its queue again.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Once it has returned, its consumer is stopped and cannot declare its queue again.
+    running.await.unwrap().unwrap();
     tests::infra::delete_broker_names(&sys.amqp_url, &format!("{}novault.", sys.prefix)).await;
 
     // 500: a row the code cannot read is an internal-error problem, not a bare 500.
