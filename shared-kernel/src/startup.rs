@@ -84,6 +84,10 @@ pub async fn base_checks(pool: &PgPool, broker: &Broker) -> Vec<(&'static str, b
     vec![("database", db_ok), ("broker", broker.is_connected().await)]
 }
 
+/// Attempts a transiently failing message gets before it is parked: with the retry
+/// delays (1 s, 5 s, 30 s, 30 s) a dependency may be away for over a minute first.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
 /// Subscription of `consumer` to `producer`'s events with these routing keys.
 pub fn subscription(
     topology: &Topology,
@@ -95,6 +99,7 @@ pub fn subscription(
         queue: topology.queue(consumer, producer),
         exchange: topology.exchange(producer),
         keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
     }
 }
 

@@ -163,30 +163,5 @@ impl TestDatabase {
 
 /// Deletes the queues and exchanges a test system declared under `prefix`.
 pub async fn delete_broker_names(amqp_url: &str, prefix: &str) {
-    let Ok(conn) =
-        lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await
-    else {
-        return;
-    };
-    let Ok(ch) = conn.create_channel().await else {
-        return;
-    };
-    for q in [
-        "payments.accounts-events",
-        "settlement.payments-events",
-        "accounts.settlement-events",
-    ] {
-        let _ = ch
-            .queue_delete(format!("{prefix}{q}").as_str().into(), Default::default())
-            .await;
-    }
-    for ctx in ["accounts", "payments", "settlement"] {
-        let _ = ch
-            .exchange_delete(
-                format!("{prefix}{ctx}.events").as_str().into(),
-                Default::default(),
-            )
-            .await;
-    }
-    let _ = conn.close(200, "done".into()).await;
+    shared_kernel::amqp::delete_all(amqp_url, prefix).await;
 }

@@ -184,30 +184,5 @@ fn delete_broker_names(prefix: &str) {
     else {
         return;
     };
-    rt.block_on(async {
-        let props = lapin::ConnectionProperties::default();
-        let Ok(conn) = lapin::Connection::connect(&url, props).await else {
-            return;
-        };
-        let Ok(ch) = conn.create_channel().await else {
-            return;
-        };
-        for q in [
-            "payments.accounts-events",
-            "settlement.payments-events",
-            "accounts.settlement-events",
-        ] {
-            let name = format!("{prefix}{q}");
-            let _ = ch
-                .queue_delete(name.as_str().into(), Default::default())
-                .await;
-        }
-        for ctx in dev::CONTEXTS {
-            let name = format!("{prefix}{ctx}.events");
-            let _ = ch
-                .exchange_delete(name.as_str().into(), Default::default())
-                .await;
-        }
-        let _ = conn.close(200, "done".into()).await;
-    });
+    rt.block_on(shared_kernel::amqp::delete_all(&url, prefix));
 }

@@ -4,6 +4,7 @@
 mod contracts;
 mod db;
 mod dev;
+mod events;
 mod fuzz;
 mod test;
 mod token;
@@ -44,6 +45,11 @@ enum Command {
         command: ContractsCommand,
     },
     /// Prints a signed development JWT (all scopes unless --scope is given).
+    /// Parked messages: list them, or return them to their queues.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     Token {
         #[arg(long = "scope")]
         scopes: Vec<String>,
@@ -63,6 +69,26 @@ enum ContractsCommand {
     },
     /// Proves the check: breaking edits of the contracts fail it, additive ones pass.
     Selftest,
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Lists parked messages with the reason each was parked.
+    Parked {
+        /// One consumer queue, e.g. settlement.payments-events (default: all).
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Returns parked messages to the queue they were parked from.
+    ReplayParked {
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only the message of this event id.
+        #[arg(long)]
+        event_id: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +129,12 @@ fn main() -> anyhow::Result<()> {
         Command::Contracts {
             command: ContractsCommand::Selftest,
         } => contracts::selftest(),
+        Command::Events {
+            command: EventsCommand::Parked { queue, limit },
+        } => events::parked(queue.as_deref(), limit),
+        Command::Events {
+            command: EventsCommand::ReplayParked { queue, event_id },
+        } => events::replay(queue.as_deref(), event_id.as_deref()),
         Command::Token { scopes, ttl } => token::print(&scopes, ttl),
     }
 }

@@ -1,0 +1,218 @@
+//! The consumer side of the event pipeline against the real broker: transient failures
+//! are retried with growing delays, then parked with their reason; parked messages can
+//! be replayed; a poison message is parked at once and the queue keeps flowing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+use shared_kernel::amqp::{
+    consume_forever, declare_exchange, parking, Broker, Handler, HandlerError, Subscription,
+    Topology,
+};
+use shared_kernel::event::CloudEvent;
+use shared_kernel::secrets::Secret;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tests::infra::{delete_broker_names, Infra};
+use tests::TestSystem;
+
+/// Publishes `event` to `exchange` with its type as routing key, confirmed.
+async fn publish(broker: &Broker, exchange: &str, event: &CloudEvent) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let ch = broker.channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.basic_publish(
+        exchange.into(),
+        event.event_type.as_str().into(),
+        BasicPublishOptions::default(),
+        &serde_json::to_vec(event).unwrap(),
+        lapin::BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_later_and_later_then_parked_and_can_be_replayed() {
+    let infra = Infra::get().await;
+    let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+    let topology = Topology::new(&prefix);
+    let broker = Broker::new(Secret::new(infra.amqp_url.clone()));
+    let exchange = topology.exchange("payments");
+    let queue = topology.queue("settlement", "payments");
+    declare_exchange(&broker.channel().await.unwrap(), &exchange)
+        .await
+        .unwrap();
+
+    // The handler fails `flaky` twice, then applies it; `broken` fails until healed.
+    let flaky = CloudEvent::new("/payments", "payments.test.v1", "a", 1, json!({}));
+    let broken = CloudEvent::new("/payments", "payments.test.v1", "b", 1, json!({}));
+    let seen: Arc<Mutex<HashMap<uuid::Uuid, Vec<Instant>>>> = Arc::default();
+    let applied: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+    let healed = Arc::new(AtomicBool::new(false));
+    let handler: Handler = {
+        let (seen, applied, healed, flaky_id) =
+            (seen.clone(), applied.clone(), healed.clone(), flaky.id);
+        Arc::new(move |event| {
+            let mut seen = seen.lock().unwrap();
+            let tries = seen.entry(event.id).or_default();
+            tries.push(Instant::now());
+            let ok = if event.id == flaky_id {
+                tries.len() >= 3
+            } else {
+                healed.load(Ordering::SeqCst)
+            };
+            if !ok {
+                return Err(HandlerError::Transient("database away".to_owned()));
+            }
+            applied.lock().unwrap().push(event.id);
+            Ok(())
+        })
+    };
+    let sub = Subscription {
+        queue: queue.clone(),
+        exchange: exchange.clone(),
+        keys: vec!["payments.#".to_owned()],
+        max_attempts: 3,
+    };
+    let consumer = tokio::spawn(consume_forever(broker.clone(), sub, handler));
+    // The consumer declares its queues; wait until they exist before publishing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while parking::count(&broker, &queue).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer declared its queues"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publish(&broker, &exchange, &flaky).await;
+    publish(&broker, &exchange, &broken).await;
+
+    // Both are tried three times; the second wait is longer than the first.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = {
+            let seen = seen.lock().unwrap();
+            [flaky.id, broken.id]
+                .iter()
+                .all(|id| seen.get(id).is_some_and(|t| t.len() >= 3))
+        };
+        let parked = parking::count(&broker, &queue).await.unwrap_or(0);
+        if done && parked == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "three attempts each, then parked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    {
+        let seen = seen.lock().unwrap();
+        for id in [flaky.id, broken.id] {
+            let t = &seen[&id];
+            assert_eq!(t.len(), 3, "exactly max_attempts tries");
+            assert!(
+                t[1] - t[0] >= Duration::from_millis(900),
+                "first retry waits ~1 s"
+            );
+            assert!(
+                t[2] - t[1] >= Duration::from_millis(4500),
+                "second retry waits ~5 s"
+            );
+        }
+    }
+    assert_eq!(*applied.lock().unwrap(), vec![flaky.id]);
+
+    // The broken one is parked, with its reason and attempts; nothing else is.
+    let parked = parking::list(&broker, &queue, 10).await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let expected_id = broken.id.to_string();
+    assert_eq!(parked[0].event_id.as_deref(), Some(expected_id.as_str()));
+    assert!(parked[0].reason.contains("database away"), "{parked:?}");
+    assert!(
+        parked[0].reason.contains("after 3 attempt(s)"),
+        "{parked:?}"
+    );
+    assert!(parked[0].parked_at.is_some());
+
+    // Once the cause is fixed, a replay applies it and empties the parking queue.
+    healed.store(true, Ordering::SeqCst);
+    let n = parking::replay(&broker, &queue, None).await.unwrap();
+    assert_eq!(n, 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !applied.lock().unwrap().contains(&broken.id) {
+        assert!(Instant::now() < deadline, "the replayed message is applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(parking::count(&broker, &queue).await, Some(0));
+    consumer.abort();
+    delete_broker_names(&infra.amqp_url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_message_is_parked_at_once_and_the_queue_keeps_flowing() {
+    let sys = TestSystem::start().await;
+    let card_id = sys.card_known_to_payments(100_000).await;
+    let captured = "payments.payment_captured.v1";
+
+    // Not JSON at all, and a well-formed event whose data fails its schema.
+    sys.publish_raw("payments", captured, b"\x00not json{")
+        .await;
+    let bad = CloudEvent::new("/payments", captured, "x", 1, json!({"amount": "lots"}));
+    sys.publish_raw("payments", captured, &serde_json::to_vec(&bad).unwrap())
+        .await;
+
+    // A real payment behind them still reaches its batch.
+    let auth = sys
+        .post_idem(
+            &format!("{}/v1/authorizations", sys.payments),
+            "a1",
+            json!({"card_id": card_id, "amount": {"amount": 1_000, "currency": "USD"},
+                   "merchant": {"id": "m-1", "name": "Fuel", "mcc": "5541", "country": "US"}}),
+        )
+        .await;
+    assert_eq!(auth.status, 201, "{:?}", auth.body);
+    let auth_id = auth.body["id"].as_str().unwrap();
+    let cap = sys
+        .post_idem(
+            &format!("{}/v1/authorizations/{auth_id}/captures", sys.payments),
+            "c1",
+            json!({"amount": {"amount": 1_000, "currency": "USD"}}),
+        )
+        .await;
+    assert_eq!(cap.status, 201, "{:?}", cap.body);
+    let batches = format!("{}/v1/settlement-batches?merchant_id=m-1", sys.settlement);
+    sys.eventually(
+        "the capture to reach its batch",
+        Duration::from_secs(30),
+        || async {
+            let r = sys.get(&batches).await;
+            (r.body["data"][0]["item_count"] == 1).then_some(())
+        },
+    )
+    .await;
+
+    // Both poison messages are parked, each with why, after a single attempt.
+    let parked = sys.parked("settlement", "payments").await;
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    assert!(
+        parked
+            .iter()
+            .any(|p| p.reason.starts_with("not a CloudEvent")),
+        "{parked:?}"
+    );
+    let bad_id = bad.id.to_string();
+    let schema = parked
+        .iter()
+        .find(|p| p.event_id.as_deref() == Some(bad_id.as_str()))
+        .expect("the bad event is parked");
+    assert!(schema.reason.contains("permanent"), "{schema:?}");
+    assert!(schema.reason.contains("after 1 attempt(s)"), "{schema:?}");
+    sys.shutdown().await;
+}
