@@ -5,7 +5,10 @@
 
 pub mod contract;
 pub mod infra;
+pub mod load;
 pub mod logs;
+pub mod procs;
+pub mod reconcile;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -35,6 +38,8 @@ pub struct TestSystem {
     /// Every exchange this client made (for contract checks).
     pub exchanges: Arc<Mutex<Vec<contract::Exchange>>>,
     handles: Vec<actix_web::dev::ServerHandle>,
+    /// The contexts running as child processes, by name.
+    procs: Mutex<std::collections::HashMap<String, procs::ContextProcess>>,
 }
 
 pub struct Response {
@@ -46,6 +51,12 @@ pub struct Response {
 
 impl TestSystem {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the system with the contexts named in `processes` as child processes
+    /// (which a test can kill and restart) and the others in this process.
+    pub async fn start_with(processes: &[&str]) -> Self {
         logs::install();
         let infra = infra::Infra::get().await;
         let database = infra::TestDatabase::create(&infra.postgres_admin_url).await;
@@ -71,28 +82,49 @@ impl TestSystem {
                 transit_mount: "transit".to_owned(),
             }),
         };
-        let acc = accounts::build(accounts::Settings {
-            common: common.clone(),
-        })
-        .await
-        .expect("accounts starts");
-        let pay = payments::build(payments::Settings {
-            common: common.clone(),
-        })
-        .await
-        .expect("payments starts");
-        let set = settlement::build(settlement::Settings {
-            common: common.clone(),
-            fees: settlement::domain::fees::FeeSchedule::default(),
-        })
-        .await
-        .expect("settlement starts");
-        let url = |p: u16| format!("http://127.0.0.1:{p}");
-        let (accounts, payments, settlement) = (url(acc.port()), url(pay.port()), url(set.port()));
-        let handles = vec![acc.handle(), pay.handle(), set.handle()];
-        tokio::spawn(acc.run_until_stopped());
-        tokio::spawn(pay.run_until_stopped());
-        tokio::spawn(set.run_until_stopped());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .unwrap();
+        let mut handles = Vec::new();
+        let mut procs = std::collections::HashMap::new();
+        let mut urls = Vec::new();
+        for ctx in ["accounts", "payments", "settlement"] {
+            if processes.contains(&ctx) {
+                let port = procs::free_port();
+                let p = procs::ContextProcess::spawn(ctx, procs::env_of(ctx, &common, port), port);
+                p.wait_live(&http).await;
+                urls.push(p.url());
+                procs.insert(ctx.to_owned(), p);
+                continue;
+            }
+            let app = match ctx {
+                "accounts" => {
+                    accounts::build(accounts::Settings {
+                        common: common.clone(),
+                    })
+                    .await
+                }
+                "payments" => {
+                    payments::build(payments::Settings {
+                        common: common.clone(),
+                    })
+                    .await
+                }
+                _ => {
+                    settlement::build(settlement::Settings {
+                        common: common.clone(),
+                        fees: settlement::domain::fees::FeeSchedule::default(),
+                    })
+                    .await
+                }
+            }
+            .unwrap_or_else(|e| panic!("{ctx} starts: {e:#}"));
+            urls.push(format!("http://127.0.0.1:{}", app.port()));
+            handles.push(app.handle());
+            tokio::spawn(app.run_until_stopped());
+        }
+        let (accounts, payments, settlement) = (urls[0].clone(), urls[1].clone(), urls[2].clone());
         Self {
             accounts,
             payments,
@@ -102,10 +134,8 @@ impl TestSystem {
             amqp_url: infra.amqp_url.clone(),
             database,
             common,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .unwrap(),
+            http,
+            procs: Mutex::new(procs),
             seen: Arc::new(Mutex::new(Vec::new())),
             exchanges: Arc::new(Mutex::new(Vec::new())),
             handles,
@@ -333,10 +363,102 @@ impl TestSystem {
         .unwrap()
     }
 
+    /// Publishes raw bytes to `producer`'s exchange, as a broken or hostile producer
+    /// would, and waits for the broker's confirm.
+    pub async fn publish_raw(&self, producer: &str, routing_key: &str, body: &[u8]) {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let conn =
+            lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
+                .await
+                .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let exchange = shared_kernel::amqp::Topology::new(&self.prefix).exchange(producer);
+        let confirm = ch
+            .basic_publish(
+                exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(
+            matches!(confirm, lapin::Confirmation::Ack(None)),
+            "the broker routed the message: {confirm:?}"
+        );
+        let _ = conn.close(200, "published".into()).await;
+    }
+
+    /// The parked messages of `consumer`'s queue of `producer`'s events.
+    pub async fn parked(
+        &self,
+        consumer: &str,
+        producer: &str,
+    ) -> Vec<shared_kernel::amqp::parking::Parked> {
+        let broker = shared_kernel::amqp::Broker::new(Secret::new(self.amqp_url.clone()));
+        let queue = shared_kernel::amqp::Topology::new(&self.prefix).queue(consumer, producer);
+        shared_kernel::amqp::parking::list(&broker, &queue, 1000)
+            .await
+            .unwrap()
+    }
+
+    /// SIGKILLs the child process of `context`.
+    pub fn kill(&self, context: &str) {
+        self.procs
+            .lock()
+            .unwrap()
+            .get_mut(context)
+            .expect("a child process")
+            .kill();
+    }
+
+    /// Starts the child process of `context` again (on its port), with `extra`
+    /// environment variables this time only, and waits until it is live.
+    pub async fn restart(&self, context: &str, extra: &[(&str, &str)]) {
+        let url = {
+            let mut procs = self.procs.lock().unwrap();
+            let p = procs.get_mut(context).expect("a child process");
+            p.kill();
+            p.start(extra);
+            p.url()
+        };
+        self.eventually(
+            &format!("{context} to be live again"),
+            Duration::from_secs(60),
+            || async {
+                let r = self.http.get(format!("{url}/health/live")).send().await;
+                r.is_ok_and(|r| r.status().is_success()).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Whether the child process of `context` has exited by itself.
+    pub fn exited(&self, context: &str) -> bool {
+        self.procs
+            .lock()
+            .unwrap()
+            .get_mut(context)
+            .expect("a child process")
+            .exited()
+    }
+
     /// Stops the services, removes this test's queues and exchanges and its database.
     pub async fn shutdown(self) {
         for h in &self.handles {
             h.stop(true).await;
+        }
+        for (_, mut p) in self.procs.lock().unwrap().drain() {
+            p.kill();
         }
         infra::delete_broker_names(&self.amqp_url, &self.prefix).await;
         self.database.drop_now().await;
