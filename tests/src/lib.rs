@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod contract;
+pub mod faults;
 pub mod infra;
 pub mod load;
 pub mod logs;

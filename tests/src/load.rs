@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,28 +44,39 @@ impl Tally {
 
 pub struct Load {
     stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicU64>,
     workers: Vec<tokio::task::JoinHandle<Tally>>,
 }
 
 /// Starts `workers` loops, each authorizing 1.00 USD on one of `cards` and capturing it.
 pub fn start(payments: &str, token: &str, cards: &[String], workers: usize) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicU64::new(0));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("an HTTP client");
     let workers = (0..workers)
         .map(|i| {
-            let (stop, http) = (stop.clone(), http.clone());
+            let (stop, http, accepted) = (stop.clone(), http.clone(), accepted.clone());
             let (base, token) = (payments.to_owned(), token.to_owned());
             let card = cards[i % cards.len()].clone();
-            tokio::spawn(async move { work(&http, &base, &token, &card, &stop).await })
+            tokio::spawn(async move { work(&http, &base, &token, &card, &stop, &accepted).await })
         })
         .collect();
-    Load { stop, workers }
+    Load {
+        stop,
+        accepted,
+        workers,
+    }
 }
 
 impl Load {
+    /// Captures accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
     /// Stops the load and sums what the workers saw.
     pub async fn stop(self) -> Tally {
         self.stop.store(true, Ordering::SeqCst);
@@ -118,6 +129,7 @@ async fn work(
     token: &str,
     card: &str,
     stop: &AtomicBool,
+    accepted: &AtomicU64,
 ) -> Tally {
     let mut tally = Tally::default();
     let auth_url = format!("{base}/v1/authorizations");
@@ -131,6 +143,7 @@ async fn work(
             let cap_url = format!("{auth_url}/{id}/captures");
             let body = json!({"amount": {"amount": 100, "currency": "USD"}});
             if let Some(cap) = post(http, &cap_url, token, body, &mut tally).await {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 tally
                     .captures
                     .push(cap["id"].as_str().unwrap_or_default().to_owned());

@@ -21,25 +21,64 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .args(["nextest", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
-    let mut args: Vec<String> = if nextest {
-        ["nextest", "run", "--workspace", "--no-fail-fast"]
-            .map(String::from)
-            .to_vec()
-    } else {
-        ["test", "--workspace", "--no-fail-fast"]
-            .map(String::from)
-            .to_vec()
-    };
-    args.extend(extra.iter().cloned());
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut cmd = Command::new(cargo);
-    cmd.args(&args).current_dir(dev::root());
-    if let Some(v) = &vault {
-        cmd.env("VAULT_ADDR", &v.addr).env("VAULT_TOKEN", &v.token);
+    anyhow::ensure!(
+        nextest,
+        "cargo-nextest is needed (cargo install cargo-nextest --locked)"
+    );
+    // The fault tests run the contexts' binaries as child processes.
+    dev::cargo(&["build", "--workspace", "--bins", "--quiet"])?;
+    let (faults_only, skip_faults) = (
+        extra.iter().any(|a| a == "--faults"),
+        extra.iter().any(|a| a == "--no-faults"),
+    );
+    let extra: Vec<String> = extra
+        .iter()
+        .filter(|a| *a != "--faults" && *a != "--no-faults")
+        .cloned()
+        .collect();
+    let mut phases: Vec<Vec<String>> = Vec::new();
+    if !faults_only {
+        let mut args: Vec<String> = [
+            "run",
+            "--workspace",
+            "--no-fail-fast",
+            "-E",
+            "not binary(faults)",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().cloned());
+        phases.push(args);
     }
-    let status = cmd.status()?;
+    if !skip_faults && (faults_only || extra.is_empty()) {
+        // They stop the broker and restart the database: one at a time, alone.
+        let mut args: Vec<String> = [
+            "run",
+            "-p",
+            "tests",
+            "--test",
+            "faults",
+            "--no-fail-fast",
+            "--test-threads",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().cloned());
+        phases.push(args);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut failed = false;
+    for args in phases {
+        let mut cmd = Command::new(&cargo);
+        cmd.arg("nextest").args(&args).current_dir(dev::root());
+        if let Some(v) = &vault {
+            cmd.env("VAULT_ADDR", &v.addr).env("VAULT_TOKEN", &v.token);
+        }
+        failed |= !cmd.status()?.success();
+    }
     drop(vault);
-    anyhow::ensure!(status.success(), "tests failed");
+    anyhow::ensure!(!failed, "tests failed");
     Ok(())
 }
 

@@ -1,0 +1,63 @@
+//! Faults injected into the machine's own services (the fault tests run one at a time,
+//! in their own phase of `cargo xtask test`, since they disturb every client).
+
+use std::process::Command;
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{program} cannot run ({e}): the fault tests need the local services")
+        });
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Stops the RabbitMQ application (the node stays up, every connection drops).
+pub fn broker_stop() {
+    run("rabbitmqctl", &["-q", "stop_app"]);
+}
+
+/// Starts the RabbitMQ application again and waits until it serves.
+pub fn broker_start() {
+    run("rabbitmqctl", &["-q", "start_app"]);
+    run("rabbitmqctl", &["-q", "await_startup"]);
+}
+
+/// The local PostgreSQL cluster's version directory (e.g. "15").
+fn cluster() -> String {
+    std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .expect("a local PostgreSQL cluster under /etc/postgresql")
+}
+
+/// Stops the local PostgreSQL cluster (fast shutdown: sessions are cut).
+pub fn postgres_stop() {
+    run(
+        "pg_ctlcluster",
+        &[
+            "--skip-systemctl-redirect",
+            &cluster(),
+            "main",
+            "stop",
+            "-m",
+            "fast",
+        ],
+    );
+}
+
+/// Starts the local PostgreSQL cluster and waits until it accepts connections.
+pub fn postgres_start() {
+    run(
+        "pg_ctlcluster",
+        &["--skip-systemctl-redirect", &cluster(), "main", "start"],
+    );
+    run("pg_isready", &["-h", "127.0.0.1", "-p", "5432", "-t", "60"]);
+}
