@@ -49,11 +49,11 @@ pub fn apply_captured(
     c: &PaymentCaptured,
     fees: &FeeSchedule,
 ) -> Result<bool, ApplyError> {
-    let currency =
-        Currency::parse(&c.amount.currency).map_err(|e| ApplyError::Invalid(e.to_string()))?;
-    let amount = Money::positive(c.amount.amount, currency)
+    let currency = Currency::parse(&c.captured_amount.currency)
         .map_err(|e| ApplyError::Invalid(e.to_string()))?;
-    let fee = fees.fee(amount, &c.merchant.mcc);
+    let amount = Money::positive(c.captured_amount.amount, currency)
+        .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+    let fee = fees.fee(amount, &c.merchant.category_code);
     conn.transaction(|conn| {
         if !inbox::claim(conn, event_id, events::PAYMENT_CAPTURED)? {
             return Ok(false);
@@ -67,7 +67,7 @@ pub fn apply_captured(
         .bind::<SqlUuid, _>(c.authorization_id)
         .bind::<SqlUuid, _>(c.account_id)
         .bind::<Text, _>(&c.merchant.id)
-        .bind::<Text, _>(&c.merchant.mcc)
+        .bind::<Text, _>(&c.merchant.category_code)
         .bind::<SqlUuid, _>(batch_id)
         .bind::<BigInt, _>(amount.amount)
         .bind::<BigInt, _>(fee.amount)

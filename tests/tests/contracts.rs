@@ -78,12 +78,13 @@ fn the_problem_registry_and_the_code_agree() {
 }
 
 #[test]
-fn every_event_type_the_code_publishes_has_a_schema() {
+fn every_event_type_the_code_publishes_or_consumes_has_a_schema() {
     for event_type in [
         accounts::events::ACCOUNT_OPENED,
         accounts::events::CARD_ISSUED,
         accounts::events::BALANCE_POSTED,
         payments::events::PAYMENT_CAPTURED,
+        settlement::events::PAYMENT_CAPTURED_V2,
         settlement::events::PAYMENT_SETTLED,
         settlement::events::BATCH_CLOSED,
     ] {
@@ -140,6 +141,17 @@ fn consumers_only_rely_on_fields_the_producers_promise() {
                 "account_id",
                 "merchant",
                 "amount",
+                "captured_at",
+            ],
+        ),
+        (
+            settlement::events::PAYMENT_CAPTURED_V2,
+            &[
+                "capture_id",
+                "authorization_id",
+                "account_id",
+                "merchant",
+                "captured_amount",
                 "captured_at",
             ],
         ),

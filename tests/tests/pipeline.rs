@@ -216,3 +216,95 @@ async fn a_poison_message_is_parked_at_once_and_the_queue_keeps_flowing() {
     assert!(schema.reason.contains("after 1 attempt(s)"), "{schema:?}");
     sys.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_v1_producer_and_a_v2_consumer_work_together() {
+    let sys = TestSystem::start().await;
+    let card_id = sys.card_known_to_payments(100_000).await;
+    let spend = sys
+        .get(&format!("{}/v1/cards/{card_id}/spend", sys.payments))
+        .await;
+    let account_id = spend.body["account_id"].as_str().unwrap().to_owned();
+    let merchant = json!({"id": "m-v2", "name": "Fuel", "mcc": "5541", "country": "US"});
+
+    // payments still publishes v1 …
+    let auth = sys
+        .post_idem(
+            &format!("{}/v1/authorizations", sys.payments),
+            "a1",
+            json!({"card_id": card_id, "amount": {"amount": 1_000, "currency": "USD"}, "merchant": merchant}),
+        )
+        .await;
+    let auth_id = auth.body["id"].as_str().unwrap();
+    let cap = sys
+        .post_idem(
+            &format!("{}/v1/authorizations/{auth_id}/captures", sys.payments),
+            "c1",
+            json!({"amount": {"amount": 1_000, "currency": "USD"}}),
+        )
+        .await;
+    assert_eq!(cap.status, 201, "{:?}", cap.body);
+    // … while a producer already on v2 sends its first event.
+    let v2 = CloudEvent::new(
+        "/payments",
+        settlement::events::PAYMENT_CAPTURED_V2,
+        uuid::Uuid::now_v7(),
+        2,
+        json!({"capture_id": uuid::Uuid::now_v7(), "authorization_id": uuid::Uuid::now_v7(),
+               "card_id": card_id, "account_id": account_id,
+               "merchant": {"id": "m-v2", "name": "Fuel", "category_code": "5541", "country": "US"},
+               "captured_amount": {"amount": 700, "currency": "USD"},
+               "captured_at": chrono::Utc::now()}),
+    );
+    let schema = tests::contract::load(&format!(
+        "contracts/events/{}.schema.json",
+        settlement::events::PAYMENT_CAPTURED_V2
+    ));
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(
+        validator.is_valid(&v2.data),
+        "the v2 event follows its schema"
+    );
+    sys.publish_raw(
+        "payments",
+        settlement::events::PAYMENT_CAPTURED_V2,
+        &serde_json::to_vec(&v2).unwrap(),
+    )
+    .await;
+
+    // settlement batches both, with the same meaning, and accounts posts both.
+    let batches = format!("{}/v1/settlement-batches?merchant_id=m-v2", sys.settlement);
+    let batch = sys
+        .eventually(
+            "both versions in the batch",
+            Duration::from_secs(30),
+            || async {
+                let r = sys.get(&batches).await;
+                (r.body["data"][0]["item_count"] == 2).then(|| r.body["data"][0].clone())
+            },
+        )
+        .await;
+    assert_eq!(batch["gross"]["amount"], 1_700);
+    // 1.50% of each: 1000 -> 15, 700 -> 10.5 -> 11.
+    assert_eq!(batch["fees"]["amount"], 15 + 11);
+    let run = sys
+        .post(
+            &format!("{}/v1/settlement-runs", sys.settlement),
+            json!({"cutoff": (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(run.status, 201, "{:?}", run.body);
+    sys.eventually(
+        "both postings in the ledger",
+        Duration::from_secs(30),
+        || async {
+            let n = sys
+                .count("SELECT count(DISTINCT payment_id) AS count FROM accounts.ledger_entries")
+                .await;
+            (n == 2).then_some(())
+        },
+    )
+    .await;
+    assert!(sys.parked("settlement", "payments").await.is_empty());
+    sys.shutdown().await;
+}
