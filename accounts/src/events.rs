@@ -10,6 +10,9 @@ pub const SOURCE: &str = "/accounts";
 pub const ACCOUNT_OPENED: &str = "accounts.account_opened.v1";
 pub const CARD_ISSUED: &str = "accounts.card_issued.v1";
 pub const BALANCE_POSTED: &str = "accounts.balance_posted.v1";
+/// Each of these is a full snapshot of its subject (the account, the card): the newest
+/// per subject is kept in the outbox for good, so projections can be rebuilt from it.
+pub const SNAPSHOTS: &[&str] = &[ACCOUNT_OPENED, BALANCE_POSTED, CARD_ISSUED];
 /// Consumed from settlement.
 pub const PAYMENT_SETTLED: &str = "settlement.payment_settled.v1";
 

@@ -49,12 +49,22 @@ pub fn migrate(settings: &Settings) -> anyhow::Result<()> {
 /// (port 0 picks a free one). Must be called inside a tokio runtime.
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let common = settings.common;
-    let plumbing = startup::start(&common, CONTEXT, SCHEMA, MIGRATIONS, |pool, topology| {
-        vec![(
-            startup::subscription(topology, CONTEXT, "settlement", consumers::SETTLEMENT_KEYS),
-            consumers::settlement_events(pool.clone()),
-        )]
-    })
+    let plumbing = startup::start(
+        &common,
+        CONTEXT,
+        SCHEMA,
+        MIGRATIONS,
+        shared_kernel::outbox::EventTypes {
+            snapshots: events::SNAPSHOTS,
+            broadcasts: &[],
+        },
+        |pool, topology| {
+            vec![(
+                startup::subscription(topology, CONTEXT, "settlement", consumers::SETTLEMENT_KEYS),
+                consumers::settlement_events(pool.clone()),
+            )]
+        },
+    )
     .await?;
     let transit = match &common.vault {
         Some(v) => {

@@ -45,12 +45,19 @@ pub fn migrate(settings: &Settings) -> anyhow::Result<()> {
 /// (port 0 picks a free one). Must be called inside a tokio runtime.
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let common = settings.common;
-    let plumbing = startup::start(&common, CONTEXT, SCHEMA, MIGRATIONS, |pool, topology| {
-        vec![(
-            startup::subscription(topology, CONTEXT, "accounts", consumers::ACCOUNTS_KEYS),
-            consumers::accounts_events(pool.clone()),
-        )]
-    })
+    let plumbing = startup::start(
+        &common,
+        CONTEXT,
+        SCHEMA,
+        MIGRATIONS,
+        shared_kernel::outbox::EventTypes::default(),
+        |pool, topology| {
+            vec![(
+                startup::subscription(topology, CONTEXT, "accounts", consumers::ACCOUNTS_KEYS),
+                consumers::accounts_events(pool.clone()),
+            )]
+        },
+    )
     .await?;
     let state = web::Data::new(AppState {
         pool: plumbing.pool.clone(),

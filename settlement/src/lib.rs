@@ -56,12 +56,22 @@ pub fn migrate(settings: &Settings) -> anyhow::Result<()> {
 /// (port 0 picks a free one). Must be called inside a tokio runtime.
 pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let (common, fees) = (settings.common, settings.fees);
-    let plumbing = startup::start(&common, CONTEXT, SCHEMA, MIGRATIONS, |pool, topology| {
-        vec![(
-            startup::subscription(topology, CONTEXT, "payments", consumers::PAYMENTS_KEYS),
-            consumers::payments_events(pool.clone(), fees),
-        )]
-    })
+    let plumbing = startup::start(
+        &common,
+        CONTEXT,
+        SCHEMA,
+        MIGRATIONS,
+        shared_kernel::outbox::EventTypes {
+            snapshots: &[],
+            broadcasts: &[events::BATCH_CLOSED],
+        },
+        |pool, topology| {
+            vec![(
+                startup::subscription(topology, CONTEXT, "payments", consumers::PAYMENTS_KEYS),
+                consumers::payments_events(pool.clone(), fees),
+            )]
+        },
+    )
     .await?;
     let state = web::Data::new(AppState {
         pool: plumbing.pool.clone(),

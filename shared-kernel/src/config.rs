@@ -4,8 +4,10 @@
 //! `PAYMENTS__DATABASE__URL`) and then as `FLEET__<SECTION>__<KEY>`, so one variable can
 //! configure every context on a developer machine while a deployment sets each its own.
 
+use crate::outbox::RelayMode;
 use crate::secrets::Secret;
 use anyhow::{bail, Context};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct VaultSettings {
@@ -27,6 +29,71 @@ pub struct CommonSettings {
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub vault: Option<VaultSettings>,
+    pub outbox: OutboxSettings,
+}
+
+/// How the outbox relay runs (`<CONTEXT>__OUTBOX__*`, then `FLEET__OUTBOX__*`).
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    /// `MODE`: `polling` (default) or `cdc` (logical decoding; needs `wal_level = logical`).
+    pub mode: RelayMode,
+    /// `BATCH_SIZE`: rows per published batch (default 100).
+    pub batch_size: i32,
+    /// `RETENTION_SECS`: how long published rows are kept (default 7 days).
+    pub retention: Duration,
+    /// `PRUNE_INTERVAL_SECS`: how often the relay prunes (default 300).
+    pub prune_interval: Duration,
+    /// `LEASE_SECS`: how long a relay reserves the rows it publishes (default 30); rows
+    /// of a relay that died are published again after it.
+    pub lease: Duration,
+    /// `FAULTS__RELAY_CRASH_AFTER_PUBLISH`: fault injection for the fault tests only.
+    pub crash_after_publish: bool,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            mode: RelayMode::Polling,
+            batch_size: 100,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            prune_interval: Duration::from_secs(300),
+            lease: Duration::from_secs(30),
+            crash_after_publish: false,
+        }
+    }
+}
+
+impl OutboxSettings {
+    /// Reads the outbox settings of `context` (use `"fleet"` for the shared ones only).
+    pub fn from_env(context: &str) -> anyhow::Result<Self> {
+        Self::read(&Env::new(context))
+    }
+
+    fn read(env: &Env) -> anyhow::Result<Self> {
+        let d = Self::default();
+        let batch_size: i32 = env.parse("OUTBOX", "BATCH_SIZE", d.batch_size)?;
+        if !(1..=10_000).contains(&batch_size) {
+            bail!(
+                "{}__OUTBOX__BATCH_SIZE must be between 1 and 10000",
+                env.context
+            );
+        }
+        let secs = |key: &str, default: Duration| -> anyhow::Result<Duration> {
+            let n: u64 = env.parse("OUTBOX", key, default.as_secs())?;
+            if n == 0 {
+                bail!("{}__OUTBOX__{key} must be at least 1", env.context);
+            }
+            Ok(Duration::from_secs(n))
+        };
+        Ok(Self {
+            mode: env.parse("OUTBOX", "MODE", d.mode)?,
+            batch_size,
+            retention: secs("RETENTION_SECS", d.retention)?,
+            prune_interval: secs("PRUNE_INTERVAL_SECS", d.prune_interval)?,
+            lease: secs("LEASE_SECS", d.lease)?,
+            crash_after_publish: env.parse("FAULTS", "RELAY_CRASH_AFTER_PUBLISH", false)?,
+        })
+    }
 }
 
 /// Reads layered environment variables for one context.
@@ -117,6 +184,31 @@ impl CommonSettings {
                 .get("AUTH", "AUDIENCE")
                 .unwrap_or_else(|| "fleet".to_owned()),
             vault,
+            outbox: OutboxSettings::read(&env)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_settings_default_and_read_the_context_first() {
+        // A context name of this test's own, so no other test sees these variables.
+        let d = OutboxSettings::from_env("outboxcfgtest").unwrap_or_default();
+        if std::env::var_os("FLEET__OUTBOX__MODE").is_none() {
+            assert_eq!(d.mode, RelayMode::Polling);
+        }
+        std::env::set_var("OUTBOXCFGTEST__OUTBOX__MODE", "cdc");
+        std::env::set_var("OUTBOXCFGTEST__OUTBOX__RETENTION_SECS", "60");
+        let s = OutboxSettings::from_env("outboxcfgtest").ok();
+        assert_eq!(s.as_ref().map(|s| s.mode), Some(RelayMode::Cdc));
+        assert_eq!(s.map(|s| s.retention), Some(Duration::from_secs(60)));
+        std::env::set_var("OUTBOXCFGTEST__OUTBOX__MODE", "kafka");
+        assert!(OutboxSettings::from_env("outboxcfgtest").is_err());
+        std::env::set_var("OUTBOXCFGTEST__OUTBOX__MODE", "polling");
+        std::env::set_var("OUTBOXCFGTEST__OUTBOX__PRUNE_INTERVAL_SECS", "0");
+        assert!(OutboxSettings::from_env("outboxcfgtest").is_err());
     }
 }

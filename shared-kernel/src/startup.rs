@@ -4,7 +4,7 @@
 use crate::amqp::{consume_forever, declare_queue, Broker, Handler, Subscription, Topology};
 use crate::config::CommonSettings;
 use crate::db::{self, PgPool};
-use crate::outbox::{spawn_relay, RelayConfig};
+use crate::outbox::{start_relay, EventTypes, RelayConfig};
 use diesel_migrations::EmbeddedMigrations;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ pub async fn start(
     context: &str,
     schema: &'static str,
     migrations: EmbeddedMigrations,
+    events: EventTypes,
     subscribe: impl FnOnce(&PgPool, &Topology) -> Vec<(Subscription, Handler)>,
 ) -> anyhow::Result<Plumbing> {
     let url = common.database_url.clone();
@@ -33,7 +34,8 @@ pub async fn start(
     )?;
     let broker = Broker::new(common.amqp_url.clone());
     let topology = Topology::new(&common.amqp_prefix);
-    let mut tasks = vec![spawn_relay(
+    let owned = |types: &[&str]| types.iter().map(|t| (*t).to_owned()).collect();
+    let relay = start_relay(
         pool.clone(),
         broker.clone(),
         RelayConfig {
@@ -41,11 +43,19 @@ pub async fn start(
             notify_channel: format!("outbox_{schema}"),
             database_url: common.database_url.clone(),
             schema: schema.to_owned(),
-            batch_size: 100,
+            batch_size: common.outbox.batch_size,
             poll_interval: Duration::from_millis(500),
-            lease: Duration::from_secs(30),
+            lease: common.outbox.lease,
+            mode: common.outbox.mode,
+            retention: common.outbox.retention,
+            prune_interval: common.outbox.prune_interval,
+            snapshot_types: owned(events.snapshots),
+            broadcast_types: owned(events.broadcasts),
+            crash_after_publish: common.outbox.crash_after_publish,
         },
-    )];
+    )
+    .await?;
+    let mut tasks = vec![relay];
     let subscriptions = subscribe(&pool, &topology);
     // Declare the queues before serving, so no event published from now on is
     // unroutable for lack of them. A broker that is down now is retried by the consumers.

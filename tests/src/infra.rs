@@ -153,6 +153,16 @@ impl TestDatabase {
     }
 
     pub async fn drop_now(self) {
+        // A slot a relay is reading blocks DROP DATABASE, even WITH (FORCE).
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        tokio::task::spawn_blocking(move || {
+            use diesel::Connection;
+            if let Ok(mut conn) = diesel::PgConnection::establish(&admin) {
+                let _ = shared_kernel::outbox::drop_slots_for_database(&mut conn, &name);
+            }
+        })
+        .await
+        .expect("slot clean-up task");
         admin_exec(
             self.admin_url.clone(),
             format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The directory holding the workspace's binaries (next to this test's `deps/`).
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let deps = exe.parent().expect("deps/");
     if deps.ends_with("deps") {
@@ -48,6 +48,14 @@ pub fn env_of(context: &str, common: &CommonSettings, port: u16) -> Vec<(String,
             common.jwt_audience.clone(),
         ),
         ("RUST_LOG".to_owned(), "info".to_owned()),
+        (
+            format!("{ctx}__OUTBOX__MODE"),
+            common.outbox.mode.to_string(),
+        ),
+        (
+            format!("{ctx}__OUTBOX__LEASE_SECS"),
+            common.outbox.lease.as_secs().to_string(),
+        ),
     ];
     if let Some(v) = &common.vault {
         env.push((format!("{ctx}__VAULT__ADDR"), v.addr.clone()));

@@ -4,6 +4,8 @@ use crate::dev;
 use std::process::Command;
 
 pub fn run(extra: &[String]) -> anyhow::Result<()> {
+    // The outbox tests run both relay modes; cdc needs logical decoding.
+    crate::pg::ensure_logical_wal()?;
     clean_leftovers();
     let vault = match (std::env::var("VAULT_ADDR"), std::env::var("VAULT_TOKEN")) {
         (Ok(_), Ok(_)) => None,
@@ -92,6 +94,9 @@ fn clean_leftovers() {
         struct Name {
             #[diesel(sql_type = diesel::sql_types::Text)]
             datname: String,
+        }
+        if let Err(e) = crate::pg::drop_test_database_slots() {
+            eprintln!("could not drop the replication slots of old test databases: {e:#}");
         }
         // DROP DATABASE cannot run inside a function or transaction: one statement each.
         let names: Vec<Name> =
