@@ -82,6 +82,9 @@ impl TestSystem {
                 token: Secret::new(token.clone()),
                 transit_mount: "transit".to_owned(),
             }),
+            // FLEET__OUTBOX__MODE=cdc runs the whole suite's relays in cdc mode.
+            outbox: shared_kernel::config::OutboxSettings::from_env("fleet")
+                .expect("valid FLEET__OUTBOX__* settings"),
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
@@ -344,6 +347,26 @@ impl TestSystem {
         .unwrap();
     }
 
+    /// Runs a query whose single row has a single text column `value`.
+    pub async fn text(&self, sql: &str) -> String {
+        use diesel::{Connection, RunQueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct Text {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            value: String,
+        }
+        let (url, sql) = (self.database.url.clone(), sql.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut conn = diesel::PgConnection::establish(&url).unwrap();
+            diesel::sql_query(sql)
+                .get_result::<Text>(&mut conn)
+                .unwrap()
+                .value
+        })
+        .await
+        .unwrap()
+    }
+
     /// Runs a `SELECT count(*) ...` on this test's database.
     pub async fn count(&self, sql: &str) -> i64 {
         use diesel::{Connection, RunQueryDsl};
@@ -425,13 +448,7 @@ impl TestSystem {
     /// Starts the child process of `context` again (on its port), with `extra`
     /// environment variables this time only, and waits until it is live.
     pub async fn restart(&self, context: &str, extra: &[(&str, &str)]) {
-        let url = {
-            let mut procs = self.procs.lock().unwrap();
-            let p = procs.get_mut(context).expect("a child process");
-            p.kill();
-            p.start(extra);
-            p.url()
-        };
+        let url = self.restart_nowait(context, extra);
         self.eventually(
             &format!("{context} to be live again"),
             Duration::from_secs(60),
@@ -441,6 +458,15 @@ impl TestSystem {
             },
         )
         .await;
+    }
+
+    /// Starts the child process of `context` again and returns its URL at once.
+    pub fn restart_nowait(&self, context: &str, extra: &[(&str, &str)]) -> String {
+        let mut procs = self.procs.lock().unwrap();
+        let p = procs.get_mut(context).expect("a child process");
+        p.kill();
+        p.start(extra);
+        p.url()
     }
 
     /// Whether the child process of `context` has exited by itself.

@@ -141,3 +141,48 @@ async fn poison_messages_are_parked_under_load_and_the_queues_keep_flowing() {
     );
     sys.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_killed_between_publishing_and_marking_duplicates_events_not_effects() {
+    let sys = TestSystem::start_with(&["payments"]).await;
+    let tap = sys.tap_events().await;
+    let cards = cards(&sys).await;
+    let load = load::start(&sys.payments, &sys.token(), &cards, WORKERS);
+    assert!(steady(&load, 2).await > 0);
+
+    // The relay dies after the broker confirmed a batch and before the rows are marked:
+    // they are still leased, then published again by the next relay.
+    let lease = ("PAYMENTS__OUTBOX__LEASE_SECS", "2");
+    sys.restart_nowait(
+        "payments",
+        &[
+            ("PAYMENTS__FAULTS__RELAY_CRASH_AFTER_PUBLISH", "true"),
+            lease,
+        ],
+    );
+    sys.eventually("the relay to crash", Duration::from_secs(60), || async {
+        sys.exited("payments").then_some(())
+    })
+    .await;
+    sys.restart("payments", &[lease]).await;
+    assert!(steady(&load, 3).await > 0, "payments serves again");
+
+    let tally = load.stop().await;
+    assert!(
+        tally.unexpected_failures(true).is_empty(),
+        "only unreachable while payments was down: {:?}",
+        tally.failures
+    );
+    reconcile::settle_and_reconcile(&sys, &tally.captures).await;
+    let captured = tap.of_type("payments.payment_captured.v1");
+    let mut ids: Vec<&str> = captured.iter().filter_map(|e| e["id"].as_str()).collect();
+    let published = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert!(
+        published > ids.len(),
+        "some events reached the consumers twice ({published} deliveries of {} events)",
+        ids.len()
+    );
+    sys.shutdown().await;
+}
