@@ -13,6 +13,7 @@ pub mod inbox;
 pub mod money;
 pub mod outbox;
 pub mod problem;
+pub mod replay;
 pub mod secrets;
 pub mod server;
 pub mod startup;

@@ -6,6 +6,8 @@ mod db;
 mod dev;
 mod events;
 mod fuzz;
+mod pg;
+mod projections;
 mod test;
 mod token;
 mod up;
@@ -50,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Projections of other contexts' events.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
     Token {
         #[arg(long = "scope")]
         scopes: Vec<String>,
@@ -88,6 +95,17 @@ enum EventsCommand {
         /// Only the message of this event id.
         #[arg(long)]
         event_id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Rebuilds a projection from its producer's retained event history.
+    Rebuild {
+        /// The consuming context (payments).
+        context: String,
+        /// The projection (accounts, cards).
+        projection: String,
     },
 }
 
@@ -135,6 +153,13 @@ fn main() -> anyhow::Result<()> {
         Command::Events {
             command: EventsCommand::ReplayParked { queue, event_id },
         } => events::replay(queue.as_deref(), event_id.as_deref()),
+        Command::Projections {
+            command:
+                ProjectionsCommand::Rebuild {
+                    context,
+                    projection,
+                },
+        } => projections::rebuild(&context, &projection),
         Command::Token { scopes, ttl } => token::print(&scopes, ttl),
     }
 }

@@ -74,3 +74,44 @@ pub fn apply_card(
         Ok(true)
     })
 }
+
+/// The projections payments keeps of other contexts' events, and what feeds each.
+pub struct Projection {
+    pub name: &'static str,
+    pub producer: &'static str,
+    pub event_types: &'static [&'static str],
+    table: &'static str,
+}
+
+pub const PROJECTIONS: &[Projection] = &[
+    Projection {
+        name: "accounts",
+        producer: "accounts",
+        event_types: &[crate::events::ACCOUNT_OPENED, crate::events::BALANCE_POSTED],
+        table: "account_projection",
+    },
+    Projection {
+        name: "cards",
+        producer: "accounts",
+        event_types: &[crate::events::CARD_ISSUED],
+        table: "card_projection",
+    },
+];
+
+pub fn projection(name: &str) -> Option<&'static Projection> {
+    PROJECTIONS.iter().find(|p| p.name == name)
+}
+
+/// First step of a rebuild: forgets which of the projection's events were applied and
+/// what version each row is at, so the producer's replayed history applies again in
+/// full. Rows stay (the account rows carry payments' own holds), and every value that
+/// came from an event is overwritten by the newest snapshot of the replay.
+pub fn reset(conn: &mut PgConnection, p: &Projection) -> QueryResult<()> {
+    conn.transaction(|conn| {
+        diesel::sql_query(format!("UPDATE {} SET version = 0", p.table)).execute(conn)?;
+        diesel::sql_query("DELETE FROM inbox WHERE event_type = ANY($1)")
+            .bind::<diesel::sql_types::Array<Text>, _>(p.event_types)
+            .execute(conn)?;
+        Ok(())
+    })
+}

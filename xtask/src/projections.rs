@@ -1,0 +1,60 @@
+//! `cargo xtask projections rebuild <context> <projection>`: rebuilds a consumer's
+//! projection from its producer's retained event history. The consumer's projection is
+//! reset (its versions and its inbox entries for those event types), then the producer's
+//! newest event of each subject is sent straight to the consumer's queue, where the
+//! running consumer applies it as usual. Live events may flow meanwhile: snapshots
+//! apply by sequence, so the newest wins whatever the order.
+//!
+//! Reads `<CONTEXT>__DATABASE__URL` (or `FLEET__DATABASE__URL`, else the development
+//! database) for each context, and `FLEET__AMQP__URL` / `FLEET__AMQP__PREFIX`.
+
+use shared_kernel::amqp::{Broker, Topology};
+use shared_kernel::config::Env;
+use shared_kernel::secrets::Secret;
+
+fn database_url(context: &str) -> String {
+    Env::new(context)
+        .get("DATABASE", "URL")
+        .unwrap_or_else(crate::dev::dev_database_url)
+}
+
+pub fn rebuild(context: &str, name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        context == "payments",
+        "{context} keeps no projection of other contexts' events (payments does: accounts, cards)"
+    );
+    let projection = payments::store::projection::projection(name).ok_or_else(|| {
+        let names: Vec<&str> = payments::store::projection::PROJECTIONS
+            .iter()
+            .map(|p| p.name)
+            .collect();
+        anyhow::anyhow!("payments has no projection {name:?}; it has {names:?}")
+    })?;
+    let env = Env::new(context);
+    let amqp = env
+        .get("AMQP", "URL")
+        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let prefix = env.get("AMQP", "PREFIX").unwrap_or_default();
+    let consumer = shared_kernel::db::pool(&database_url(context), payments::SCHEMA, 1)?;
+    let producer =
+        shared_kernel::db::pool(&database_url(projection.producer), projection.producer, 1)?;
+    let queue = Topology::new(&prefix).queue(context, projection.producer);
+    let mut conn = consumer.get()?;
+    payments::store::projection::reset(&mut conn, projection)?;
+    drop(conn);
+    let broker = Broker::new(Secret::new(amqp));
+    let sent = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(shared_kernel::replay::history_to_queue(
+            &producer,
+            &broker,
+            &queue,
+            projection.event_types,
+        ))?;
+    eprintln!(
+        "payments/{name}: reset, and {sent} event(s) of {} replayed to {queue}",
+        projection.producer
+    );
+    Ok(())
+}
