@@ -334,6 +334,50 @@ impl TestSystem {
         card_id
     }
 
+    /// Authorizes `amount` cents (USD) on `card_id` at merchant `merchant_id` and captures
+    /// all of it; returns the capture.
+    pub async fn authorize_and_capture(
+        &self,
+        card_id: &str,
+        amount: i64,
+        merchant_id: &str,
+    ) -> Value {
+        let key = uuid::Uuid::new_v4().to_string();
+        let auth = self
+            .post_idem(
+                &format!("{}/v1/authorizations", self.payments),
+                &format!("a-{key}"),
+                serde_json::json!({"card_id": card_id, "amount": {"amount": amount, "currency": "USD"},
+                    "merchant": {"id": merchant_id, "name": "Fuel", "mcc": "5541", "country": "US"}}),
+            )
+            .await;
+        assert_eq!(auth.status, 201, "{:?}", auth.body);
+        assert_eq!(auth.body["status"], "approved", "{:?}", auth.body);
+        let auth_id = auth.body["id"].as_str().unwrap();
+        let cap = self
+            .post_idem(
+                &format!("{}/v1/authorizations/{auth_id}/captures", self.payments),
+                &format!("c-{key}"),
+                serde_json::json!({"amount": {"amount": amount, "currency": "USD"}}),
+            )
+            .await;
+        assert_eq!(cap.status, 201, "{:?}", cap.body);
+        cap.body
+    }
+
+    /// Runs settlement with a cutoff just ahead of now; returns the run.
+    pub async fn run_settlement(&self) -> Value {
+        let cutoff = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+        let run = self
+            .post(
+                &format!("{}/v1/settlement-runs", self.settlement),
+                serde_json::json!({ "cutoff": cutoff }),
+            )
+            .await;
+        assert_eq!(run.status, 201, "{:?}", run.body);
+        run.body
+    }
+
     /// Runs SQL on this test's database (to set up states the API cannot reach).
     pub async fn exec(&self, sql: &str) {
         use diesel::connection::SimpleConnection;

@@ -3,7 +3,6 @@
 //! message parked.
 
 use crate::TestSystem;
-use serde_json::json;
 use shared_kernel::amqp::parking::Parked;
 use std::time::Duration;
 
@@ -47,13 +46,7 @@ pub async fn settle_and_reconcile_explaining(
         (missing == 0).then_some(())
     })
     .await;
-    let run = sys
-        .post(
-            &format!("{}/v1/settlement-runs", sys.settlement),
-            json!({"cutoff": (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339()}),
-        )
-        .await;
-    assert_eq!(run.status, 201, "{:?}", run.body);
+    sys.run_settlement().await;
     // Every settled payment is posted to the ledger, and payments hears of it.
     sys.eventually("every capture to be posted", CATCH_UP, || async {
         let unposted = sys

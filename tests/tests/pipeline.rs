@@ -169,24 +169,7 @@ async fn a_poison_message_is_parked_at_once_and_the_queue_keeps_flowing() {
         .await;
 
     // A real payment behind them still reaches its batch.
-    let auth = sys
-        .post_idem(
-            &format!("{}/v1/authorizations", sys.payments),
-            "a1",
-            json!({"card_id": card_id, "amount": {"amount": 1_000, "currency": "USD"},
-                   "merchant": {"id": "m-1", "name": "Fuel", "mcc": "5541", "country": "US"}}),
-        )
-        .await;
-    assert_eq!(auth.status, 201, "{:?}", auth.body);
-    let auth_id = auth.body["id"].as_str().unwrap();
-    let cap = sys
-        .post_idem(
-            &format!("{}/v1/authorizations/{auth_id}/captures", sys.payments),
-            "c1",
-            json!({"amount": {"amount": 1_000, "currency": "USD"}}),
-        )
-        .await;
-    assert_eq!(cap.status, 201, "{:?}", cap.body);
+    sys.authorize_and_capture(&card_id, 1_000, "m-1").await;
     let batches = format!("{}/v1/settlement-batches?merchant_id=m-1", sys.settlement);
     sys.eventually(
         "the capture to reach its batch",
@@ -225,25 +208,9 @@ async fn a_v1_producer_and_a_v2_consumer_work_together() {
         .get(&format!("{}/v1/cards/{card_id}/spend", sys.payments))
         .await;
     let account_id = spend.body["account_id"].as_str().unwrap().to_owned();
-    let merchant = json!({"id": "m-v2", "name": "Fuel", "mcc": "5541", "country": "US"});
 
     // payments still publishes v1 …
-    let auth = sys
-        .post_idem(
-            &format!("{}/v1/authorizations", sys.payments),
-            "a1",
-            json!({"card_id": card_id, "amount": {"amount": 1_000, "currency": "USD"}, "merchant": merchant}),
-        )
-        .await;
-    let auth_id = auth.body["id"].as_str().unwrap();
-    let cap = sys
-        .post_idem(
-            &format!("{}/v1/authorizations/{auth_id}/captures", sys.payments),
-            "c1",
-            json!({"amount": {"amount": 1_000, "currency": "USD"}}),
-        )
-        .await;
-    assert_eq!(cap.status, 201, "{:?}", cap.body);
+    sys.authorize_and_capture(&card_id, 1_000, "m-v2").await;
     // … while a producer already on v2 sends its first event.
     let v2 = CloudEvent::new(
         "/payments",
@@ -287,13 +254,7 @@ async fn a_v1_producer_and_a_v2_consumer_work_together() {
     assert_eq!(batch["gross"]["amount"], 1_700);
     // 1.50% of each: 1000 -> 15, 700 -> 10.5 -> 11.
     assert_eq!(batch["fees"]["amount"], 15 + 11);
-    let run = sys
-        .post(
-            &format!("{}/v1/settlement-runs", sys.settlement),
-            json!({"cutoff": (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339()}),
-        )
-        .await;
-    assert_eq!(run.status, 201, "{:?}", run.body);
+    sys.run_settlement().await;
     sys.eventually(
         "both postings in the ledger",
         Duration::from_secs(30),

@@ -2,7 +2,6 @@
 //! one, through the operator's command (`cargo xtask projections rebuild`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use serde_json::json;
 use std::time::Duration;
 use tests::TestSystem;
 
@@ -36,25 +35,8 @@ async fn a_rebuilt_projection_is_identical_to_the_live_one() {
     // changes after it opened), the other one never does.
     let spender = sys.card_known_to_payments(50_000).await;
     sys.card_known_to_payments(70_000).await;
-    let auth = sys
-        .post_idem(
-            &format!("{}/v1/authorizations", sys.payments),
-            "a1",
-            json!({"card_id": spender, "amount": {"amount": 2_500, "currency": "USD"},
-                   "merchant": {"id": "m-r", "name": "Fuel", "mcc": "5541", "country": "US"}}),
-        )
-        .await;
-    let auth_id = auth.body["id"].as_str().unwrap();
-    let cap = sys
-        .post_idem(
-            &format!("{}/v1/authorizations/{auth_id}/captures", sys.payments),
-            "c1",
-            json!({"amount": {"amount": 2_500, "currency": "USD"}}),
-        )
-        .await;
-    assert_eq!(cap.status, 201, "{:?}", cap.body);
-    tests::reconcile::settle_and_reconcile(&sys, &[cap.body["id"].as_str().unwrap().to_owned()])
-        .await;
+    let cap = sys.authorize_and_capture(&spender, 2_500, "m-r").await;
+    tests::reconcile::settle_and_reconcile(&sys, &[cap["id"].as_str().unwrap().to_owned()]).await;
     let live = (sys.text(ACCOUNTS).await, sys.text(CARDS).await);
     assert!(live.0.contains("\"posted_balance\":2500"), "{}", live.0);
 
