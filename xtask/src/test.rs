@@ -38,42 +38,57 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .filter(|a| *a != "--faults" && *a != "--no-faults")
         .cloned()
         .collect();
-    let mut phases: Vec<Vec<String>> = Vec::new();
+    // (what, nextest arguments, outbox relay mode)
+    let mut phases: Vec<(&str, Vec<String>, &str)> = Vec::new();
+    let chosen = std::env::var("FLEET__OUTBOX__MODE").unwrap_or_else(|_| "polling".to_owned());
+    let mode = chosen.as_str();
+    let with_extra = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        v.extend(extra.iter().cloned());
+        v
+    };
     if !faults_only {
-        let mut args: Vec<String> = [
+        let args = [
             "run",
             "--workspace",
             "--no-fail-fast",
             "-E",
             "not binary(faults)",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(extra.iter().cloned());
-        phases.push(args);
+        ];
+        phases.push(("the suite", with_extra(&args), mode));
     }
     if !skip_faults && (faults_only || extra.is_empty()) {
-        // They stop the broker and restart the database: one at a time, alone.
-        let mut args: Vec<String> = [
+        // They stop the broker and restart the database: one at a time, alone; and once
+        // more, with the end-to-end test, with the cdc relay.
+        let one = [
             "run",
             "-p",
             "tests",
-            "--test",
-            "faults",
             "--no-fail-fast",
             "--test-threads",
             "1",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(extra.iter().cloned());
-        phases.push(args);
+            "-E",
+        ];
+        let faults = [&one[..], &["binary(faults)"]].concat();
+        phases.push(("the fault tests", with_extra(&faults), mode));
+        let cdc = [&one[..], &["binary(faults) | binary(end_to_end)"]].concat();
+        if mode != "cdc" {
+            phases.push((
+                "the fault and end-to-end tests with the cdc relay",
+                with_extra(&cdc),
+                "cdc",
+            ));
+        }
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut failed = false;
-    for args in phases {
+    for (what, args, mode) in phases {
+        eprintln!("--- {what}");
         let mut cmd = Command::new(&cargo);
-        cmd.arg("nextest").args(&args).current_dir(dev::root());
+        cmd.arg("nextest")
+            .args(&args)
+            .env("FLEET__OUTBOX__MODE", mode)
+            .current_dir(dev::root());
         if let Some(v) = &vault {
             cmd.env("VAULT_ADDR", &v.addr).env("VAULT_TOKEN", &v.token);
         }
