@@ -274,7 +274,13 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
         "http_request_duration_seconds",
         "outbox_published_total",
         "outbox_backlog",
+        "outbox_oldest_unpublished_seconds",
+        "outbox_batch_seconds",
         "authorization_decisions_total",
+        "consumer_messages_total",
+        "consumer_handle_seconds",
+        "consumer_queue_messages",
+        "consumer_parked_messages",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }

@@ -143,6 +143,11 @@ async fn transient_failures_are_retried_later_and_later_then_parked_and_can_be_r
 
     // Once the cause is fixed, a replay applies it and empties the parking queue.
     healed.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while parking::count(&broker, &queue).await != Some(1) {
+        assert!(Instant::now() < deadline, "listing left the message parked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let n = parking::replay(&broker, &queue, None).await.unwrap();
     assert_eq!(n, 1);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -197,6 +202,19 @@ async fn a_poison_message_is_parked_at_once_and_the_queue_keeps_flowing() {
         .expect("the bad event is parked");
     assert!(schema.reason.contains("permanent"), "{schema:?}");
     assert!(schema.reason.contains("after 1 attempt(s)"), "{schema:?}");
+    // The parked count shows in the metrics, per queue.
+    let metrics = sys.get(&format!("{}/metrics", sys.settlement)).await.body;
+    let metrics = metrics.as_str().unwrap_or_default();
+    let queue = format!("{}settlement.payments-events", sys.prefix);
+    let parked_line = metrics.lines().find(|l| {
+        l.starts_with("consumer_messages_total{")
+            && l.contains(&format!("queue=\"{queue}\""))
+            && l.contains("outcome=\"parked\"")
+    });
+    assert!(
+        parked_line.is_some_and(|l| l.ends_with(" 2")),
+        "{parked_line:?}"
+    );
     sys.shutdown().await;
 }
 

@@ -2,7 +2,7 @@
 
 use super::consumer::{ATTEMPTS_HEADER, PARKED_AT, PARKED_FROM, PARKED_REASON};
 use super::{confirm_channel, depth, parking_queue, send_to_queue, Broker};
-use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 
@@ -55,7 +55,8 @@ pub async fn list(broker: &Broker, queue: &str, limit: usize) -> anyhow::Result<
     let parked = parking_queue(queue);
     let channel = broker.channel().await?;
     let mut found = Vec::new();
-    // Unacked gets go back to the queue when the channel closes.
+    let mut last = None;
+    // Each get stays unacked, so the next one moves on; all go back at the end.
     while found.len() < limit {
         let Some(msg) = channel
             .basic_get(parked.as_str().into(), BasicGetOptions { no_ack: false })
@@ -70,6 +71,14 @@ pub async fn list(broker: &Broker, queue: &str, limit: usize) -> anyhow::Result<
             .clone()
             .unwrap_or_default();
         found.push(describe(queue, &msg.delivery.data, &headers));
+        last = Some(msg.delivery.delivery_tag);
+    }
+    if let Some(tag) = last {
+        let requeue = BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        };
+        channel.basic_nack(tag, requeue).await?;
     }
     let _ = channel.close(200, "listed".into()).await;
     Ok(found)
@@ -88,12 +97,11 @@ pub async fn count(broker: &Broker, queue: &str) -> Option<u32> {
 pub async fn replay(broker: &Broker, queue: &str, only: Option<&str>) -> anyhow::Result<usize> {
     let parked = parking_queue(queue);
     let reader = broker.channel().await?;
-    let Some(waiting) = depth(&reader, &parked).await else {
-        anyhow::bail!("{parked} cannot be read");
-    };
     let publisher = confirm_channel(broker).await?;
     let mut replayed = 0;
-    for _ in 0..waiting {
+    // Messages left unacked (not the one asked for) are not got again on this channel,
+    // so this ends when every parked message has been seen once.
+    loop {
         let Some(msg) = reader
             .basic_get(parked.as_str().into(), BasicGetOptions { no_ack: false })
             .await?
