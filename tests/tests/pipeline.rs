@@ -287,3 +287,69 @@ async fn a_v1_producer_and_a_v2_consumer_work_together() {
     assert!(sys.parked("settlement", "payments").await.is_empty());
     sys.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_older_or_repeated_snapshot_changes_nothing() {
+    let sys = TestSystem::start().await;
+    let card_id = sys.card_known_to_payments(10_000).await;
+    let spend_url = format!("{}/v1/cards/{card_id}/spend", sys.payments);
+    let account_id = sys.get(&spend_url).await.body["account_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let snapshot = |sequence: i64, limit: i64| {
+        CloudEvent::new(
+            "/accounts",
+            "accounts.balance_posted.v1",
+            account_id.clone(),
+            sequence,
+            json!({"account_id": account_id, "currency": "USD",
+                   "credit_limit": {"amount": limit, "currency": "USD"},
+                   "posted_balance": {"amount": 0, "currency": "USD"},
+                   "status": "active", "posting": null}),
+        )
+    };
+    let limit = || async {
+        let body = sys.get(&spend_url).await.body;
+        body["available_credit"]["amount"].as_i64().unwrap()
+    };
+    let publish = |e: &CloudEvent| {
+        let body = serde_json::to_vec(e).unwrap();
+        let key = e.event_type.clone();
+        let sys = &sys;
+        async move { sys.publish_raw("accounts", &key, &body).await }
+    };
+
+    // Sequence 5 arrives first and applies.
+    let newest = snapshot(5, 50_000);
+    publish(&newest).await;
+    sys.eventually(
+        "the newest snapshot to apply",
+        Duration::from_secs(30),
+        || async { (limit().await == 50_000).then_some(()) },
+    )
+    .await;
+    // Then an older one (sequence 3, sent late), and the newest again (a redelivery),
+    // and a marker after them, which shows the consumer got past both.
+    publish(&snapshot(3, 3_000)).await;
+    publish(&newest).await;
+    let marker = CloudEvent::new(
+        "/accounts",
+        "accounts.card_issued.v1",
+        "m",
+        1,
+        json!({"card_id": uuid::Uuid::now_v7(), "account_id": account_id, "status": "active"}),
+    );
+    publish(&marker).await;
+    let marker_card = marker.data["card_id"].as_str().unwrap().to_owned();
+    sys.eventually("the marker to apply", Duration::from_secs(30), || async {
+        let r = sys
+            .get(&format!("{}/v1/cards/{marker_card}/spend", sys.payments))
+            .await;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(limit().await, 50_000, "the older snapshot was ignored");
+    assert!(sys.parked("payments", "accounts").await.is_empty());
+    sys.shutdown().await;
+}
