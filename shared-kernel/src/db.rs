@@ -49,6 +49,20 @@ pub fn pool(url: &str, schema: &str, max_size: u32) -> anyhow::Result<PgPool> {
         .build_unchecked(manager))
 }
 
+/// Publishes the pool's connections in use and idle, and its size, as gauges.
+pub fn record_pool_metrics(pool: &PgPool, context: &str) {
+    let state = pool.state();
+    let in_use = state.connections.saturating_sub(state.idle_connections);
+    let gauge = |state: &'static str, n: u32| {
+        metrics::gauge!("db_pool_connections", "context" => context.to_owned(), "state" => state)
+            .set(f64::from(n));
+    };
+    gauge("in_use", in_use);
+    gauge("idle", state.idle_connections);
+    metrics::gauge!("db_pool_max_connections", "context" => context.to_owned())
+        .set(f64::from(pool.max_size()));
+}
+
 /// Creates the schema when missing and runs the pending migrations inside it; the
 /// migration history table (`__diesel_schema_migrations`) lands in that schema too.
 pub fn migrate(url: &str, schema: &str, migrations: EmbeddedMigrations) -> anyhow::Result<()> {

@@ -202,10 +202,25 @@ pub async fn not_found() -> HttpResponse {
     actix_web::ResponseError::error_response(&Problem::not_found("route"))
 }
 
+/// Latency buckets in seconds, shared by every histogram; 0.25 s and 30 s are SLO
+/// thresholds (`deploy/observability/slos.md`).
+pub const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
 fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        // Histograms, not summaries: SLO rules compute ratios from the buckets.
+        let builder = PrometheusBuilder::new();
+        let recorder = match builder.set_buckets(BUCKETS) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "invalid histogram buckets; using summaries");
+                PrometheusBuilder::new()
+            }
+        }
+        .build_recorder();
         let handle = recorder.handle();
         // One recorder per process; in a test process that runs several contexts the first wins.
         let _ = metrics::set_global_recorder(recorder);

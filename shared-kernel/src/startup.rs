@@ -55,7 +55,16 @@ pub async fn start(
         },
     )
     .await?;
-    let mut tasks = vec![relay];
+    metrics::gauge!("build_info", "context" => context.to_owned(), "version" => env!("CARGO_PKG_VERSION"))
+        .set(1.0);
+    let watched = (pool.clone(), context.to_owned());
+    let pool_metrics = tokio::spawn(async move {
+        loop {
+            db::record_pool_metrics(&watched.0, &watched.1);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    let mut tasks = vec![relay, pool_metrics];
     let subscriptions = subscribe(&pool, &topology);
     // Declare the queues before serving, so no event published from now on is
     // unroutable for lack of them. A broker that is down now is retried by the consumers.

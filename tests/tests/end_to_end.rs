@@ -281,6 +281,11 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
         "consumer_handle_seconds",
         "consumer_queue_messages",
         "consumer_parked_messages",
+        "consumer_event_age_seconds_bucket",
+        "http_request_duration_seconds_bucket",
+        "db_pool_connections",
+        "db_pool_max_connections",
+        "build_info",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }

@@ -152,6 +152,8 @@ async fn handle(
             return Ok("parked");
         }
     };
+    let age = (chrono::Utc::now() - event.time).num_milliseconds().max(0) as f64 / 1000.0;
+    metrics::histogram!("consumer_event_age_seconds", "queue" => queue.to_owned()).record(age);
     let h = handler.clone();
     let ev = event.clone();
     let outcome = tokio::task::spawn_blocking(move || h(&ev))
