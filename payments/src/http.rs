@@ -67,7 +67,10 @@ async fn authorize(
         merchant: parsed.merchant,
     };
     let key = IdempotencyKey::new(&caller.subject, "POST /v1/authorizations", &key, &body.0);
-    let stored = db::run(&state.pool, move |conn| auths::authorize(conn, &key, &cmd)).await?;
+    let stored = db::run_named(&state.pool, "authorize", move |conn| {
+        auths::authorize(conn, &key, &cmd)
+    })
+    .await?;
     Ok(created(stored))
 }
 
@@ -78,7 +81,10 @@ async fn get_authorization(
 ) -> Result<HttpResponse, Problem> {
     caller.require("payments:read")?;
     let id = id.into_inner();
-    let out = db::run(&state.pool, move |conn| auths::find(conn, id)).await?;
+    let out = db::run_named(&state.pool, "find_authorization", move |conn| {
+        auths::find(conn, id)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(out))
 }
 
@@ -105,7 +111,7 @@ async fn capture(
     let amount = amount.ok_or_else(Problem::internal)?;
     let operation = format!("POST /v1/authorizations/{id}/captures");
     let key = IdempotencyKey::new(&caller.subject, &operation, &key, &body.0);
-    let stored = db::run(&state.pool, move |conn| {
+    let stored = db::run_named(&state.pool, "capture", move |conn| {
         auths::capture(conn, &key, id, amount)
     })
     .await?;
@@ -119,6 +125,9 @@ async fn spend(
 ) -> Result<HttpResponse, Problem> {
     caller.require("payments:read")?;
     let card_id = card_id.into_inner();
-    let out = db::run(&state.pool, move |conn| auths::spend(conn, card_id)).await?;
+    let out = db::run_named(&state.pool, "spend", move |conn| {
+        auths::spend(conn, card_id)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(out))
 }

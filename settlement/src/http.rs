@@ -40,7 +40,10 @@ async fn run(
     let cutoff = chrono::DateTime::parse_from_rfc3339(&body.0.cutoff)
         .map_err(|_| Problem::field("/cutoff", "must be an RFC 3339 date-time"))?
         .with_timezone(&chrono::Utc);
-    let run = db::run(&state.pool, move |conn| store::run_settlement(conn, cutoff)).await?;
+    let run = db::run_named(&state.pool, "run_settlement", move |conn| {
+        store::run_settlement(conn, cutoff)
+    })
+    .await?;
     tracing::info!(run_id = %run.id, batches = run.batch_ids.len(), subject = %caller.subject, "settlement run");
     Ok(HttpResponse::Created().json(RunOut {
         id: run.id,

@@ -60,8 +60,8 @@ pub fn apply_captured(
         }
         let batch_id = open_batch(conn, &c.merchant.id, currency.code())?;
         let inserted = diesel::sql_query(
-            "INSERT INTO items (capture_id, authorization_id, account_id, merchant_id, mcc, batch_id, amount, fee, currency, captured_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (capture_id) DO NOTHING",
+            "INSERT INTO items (capture_id, authorization_id, account_id, merchant_id, mcc, batch_id, amount, fee, currency, captured_at, traceparent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (capture_id) DO NOTHING",
         )
         .bind::<SqlUuid, _>(c.capture_id)
         .bind::<SqlUuid, _>(c.authorization_id)
@@ -73,6 +73,7 @@ pub fn apply_captured(
         .bind::<BigInt, _>(fee.amount)
         .bind::<Text, _>(currency.code())
         .bind::<Timestamptz, _>(c.captured_at)
+        .bind::<Nullable<Text>, _>(shared_kernel::trace::current_traceparent())
         .execute(conn)?;
         if inserted == 1 {
             diesel::sql_query(
@@ -123,6 +124,8 @@ struct ItemRow {
     fee: i64,
     #[diesel(sql_type = Text)]
     currency: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    traceparent: Option<String>,
 }
 
 pub struct Run {
@@ -167,7 +170,7 @@ pub fn run_settlement(conn: &mut PgConnection, cutoff: DateTime<Utc>) -> Result<
             }
             let closed = if late > 0 { recompute(conn, closed.id)? } else { closed };
             let items: Vec<ItemRow> = diesel::sql_query(
-                "SELECT capture_id, authorization_id, account_id, amount, fee, currency FROM items WHERE batch_id = $1 ORDER BY capture_id",
+                "SELECT capture_id, authorization_id, account_id, amount, fee, currency, traceparent FROM items WHERE batch_id = $1 ORDER BY capture_id",
             )
             .bind::<SqlUuid, _>(closed.id)
             .load(conn)?;
@@ -183,7 +186,13 @@ pub fn run_settlement(conn: &mut PgConnection, cutoff: DateTime<Utc>) -> Result<
                     "fee": {"amount": item.fee, "currency": item.currency},
                     "settled_at": now,
                 });
-                outbox::enqueue(conn, &events::event(events::PAYMENT_SETTLED, item.capture_id, data))?;
+                // Each payment's trace goes on from its capture, linked to this run.
+                let span = tracing::info_span!("settle_payment", capture_id = %item.capture_id);
+                shared_kernel::trace::continue_from(&span, item.traceparent.as_deref());
+                span.follows_from(tracing::Span::current());
+                span.in_scope(|| {
+                    outbox::enqueue(conn, &events::event(events::PAYMENT_SETTLED, item.capture_id, data))
+                })?;
             }
             let c = &closed.currency;
             let data = serde_json::json!({

@@ -85,8 +85,20 @@ where
     F: FnOnce(&mut PgConnection) -> Result<T, Problem> + Send + 'static,
     T: Send + 'static,
 {
+    run_named(pool, "query", f).await
+}
+
+/// [`run`], in a `db` span named after the operation (never its parameters), a child of
+/// the caller's span, so the trace shows each transaction.
+pub async fn run_named<F, T>(pool: &PgPool, operation: &'static str, f: F) -> Result<T, Problem>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, Problem> + Send + 'static,
+    T: Send + 'static,
+{
     let pool = pool.clone();
+    let span = tracing::info_span!("db", db.system = "postgresql", db.operation = operation);
     tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         let mut conn = pool.get().map_err(|e| {
             tracing::warn!(error = %e, "no database connection");
             Problem::unavailable("the database is unavailable; retry later")

@@ -18,6 +18,7 @@ pub mod secrets;
 pub mod server;
 pub mod startup;
 pub mod telemetry;
+pub mod trace;
 pub mod vault;
 
 pub use money::{Currency, Money, MoneyError};

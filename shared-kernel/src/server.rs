@@ -72,6 +72,8 @@ where
             .app_data(path_config())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .wrap(from_fn(request_metrics))
+            // One span per request, continuing the caller's W3C `traceparent`.
+            .wrap(tracing_actix_web::TracingLogger::default())
             .route("/health/live", web::get().to(live))
             .route("/health/ready", web::get().to(ready))
             .route("/metrics", web::get().to(metrics_endpoint))

@@ -206,6 +206,7 @@ pub fn main<S>(
             let app = build(settings).await?;
             tracing::info!(context, port = app.port(), "listening");
             app.run_until_stopped().await?;
+            crate::telemetry::flush();
             Ok(())
         }),
         Some(other) => anyhow::bail!("unknown command {other:?}; use 'serve' or 'migrate'"),

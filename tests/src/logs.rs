@@ -39,15 +39,45 @@ impl<'a> MakeWriter<'a> for Capture {
 /// Installs the capturing JSON subscriber at `debug` (once per process) and the
 /// process's metrics recorder.
 pub fn install() {
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_env_filter(EnvFilter::new(
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(spans_exporter().clone())
+        .build();
+    let _ = tracing_subscriber::registry()
+        .with(EnvFilter::new(
             "debug,h2=info,hyper=info,reqwest=info,lapin=info,amq_protocol=info",
         ))
-        .with_writer(Capture)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_writer(Capture),
+        )
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("tests")))
         .try_init();
     shared_kernel::http::init_metrics();
+}
+
+/// Every span the process finished, collected in memory (the contexts of a TestSystem
+/// run in this process, so their spans land here).
+pub fn spans_exporter() -> &'static opentelemetry_sdk::trace::InMemorySpanExporter {
+    static EXPORTER: OnceLock<opentelemetry_sdk::trace::InMemorySpanExporter> = OnceLock::new();
+    EXPORTER.get_or_init(opentelemetry_sdk::trace::InMemorySpanExporter::default)
+}
+
+/// The finished spans of one trace.
+pub fn spans_of_trace(trace_id: &str) -> Vec<opentelemetry_sdk::trace::SpanData> {
+    spans_exporter()
+        .get_finished_spans()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.span_context.trace_id().to_string() == trace_id)
+        .collect()
 }
 
 /// Everything logged so far.

@@ -70,7 +70,7 @@ pub async fn open(
 ) -> Result<HttpResponse, Problem> {
     caller.require("accounts:write")?;
     let new = parse_open(&body.0)?;
-    let created = db::run(&state.pool, move |conn| {
+    let created = db::run_named(&state.pool, "open_account", move |conn| {
         store::open_account(conn, &new).map_err(db_problem)
     })
     .await?;

@@ -131,7 +131,7 @@ pub async fn issue(
     };
     drop(pan); // the plaintext number is not kept past this point
     let stored = row.clone();
-    db::run(&state.pool, move |conn| {
+    db::run_named(&state.pool, "issue_card", move |conn| {
         issue_card(conn, &stored).map_err(|e| match e {
             IssueError::AccountNotFound => Problem::not_found("account"),
             IssueError::AccountNotActive(s) => Problem::conflict(format!("the account is {s}")),

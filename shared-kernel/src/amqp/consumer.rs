@@ -156,7 +156,13 @@ async fn handle(
     metrics::histogram!("consumer_event_age_seconds", "queue" => queue.to_owned()).record(age);
     let h = handler.clone();
     let ev = event.clone();
-    let outcome = tokio::task::spawn_blocking(move || h(&ev))
+    // One span per message handled, a child of the producer's span (W3C trace context
+    // from the AMQP header, else from the event).
+    let span =
+        tracing::info_span!("consume", queue, event_type = %event.event_type, event_id = %event.id);
+    let header = header_text(delivery, "traceparent");
+    crate::trace::continue_from(&span, header.as_deref().or(event.traceparent.as_deref()));
+    let outcome = tokio::task::spawn_blocking(move || span.in_scope(|| h(&ev)))
         .await
         .unwrap_or_else(|e| Err(HandlerError::Transient(format!("handler panicked: {e}"))));
     let attempts = attempts(delivery) + 1;
@@ -186,6 +192,15 @@ async fn handle(
 pub fn retry_delay(attempts: u32) -> u32 {
     let i = (attempts as usize).saturating_sub(1);
     RETRY_DELAYS_SECS[i.min(RETRY_DELAYS_SECS.len() - 1)]
+}
+
+fn header_text(delivery: &Delivery, key: &str) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
 }
 
 fn attempts(delivery: &Delivery) -> u32 {

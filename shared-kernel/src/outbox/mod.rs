@@ -32,7 +32,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Writes `event` to the outbox. Call inside the transaction that changes the state.
+/// An event without a `traceparent` gets the current span's, so the trace continues in
+/// its consumers.
 pub fn enqueue(conn: &mut PgConnection, event: &CloudEvent) -> QueryResult<()> {
+    let traced;
+    let event = match (&event.traceparent, crate::trace::current_traceparent()) {
+        (None, Some(tp)) => {
+            traced = CloudEvent {
+                traceparent: Some(tp),
+                ..event.clone()
+            };
+            &traced
+        }
+        _ => event,
+    };
     let payload = serde_json::to_value(event)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
     diesel::sql_query("INSERT INTO outbox (event_id, event_type, payload) VALUES ($1, $2, $3)")

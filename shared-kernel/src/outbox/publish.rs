@@ -7,9 +7,11 @@ use crate::amqp::{declare_exchange, Broker};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Jsonb, Text};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation};
 use std::collections::HashSet;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// An outbox row leased for publishing.
 #[derive(QueryableByName, Debug)]
@@ -78,7 +80,8 @@ pub(super) async fn publish_rows(
     started: Instant,
 ) -> anyhow::Result<Outcome> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let sent = send_and_confirm(relay, &rows).await;
+    let span = tracing::info_span!("outbox.publish_batch", exchange = %relay.config.exchange, rows = rows.len());
+    let sent = send_and_confirm(relay, &rows).instrument(span).await;
     let (returned, nacked) = match sent {
         Ok(v) if relay.config.crash_after_publish => {
             tracing::error!(
@@ -152,6 +155,16 @@ pub(super) async fn publish_rows(
     Ok(outcome)
 }
 
+/// The event's W3C trace context, also as an AMQP header for consumers that read
+/// headers rather than the CloudEvent.
+fn trace_headers(row: &Row) -> FieldTable {
+    let mut headers = FieldTable::default();
+    if let Some(tp) = row.payload["traceparent"].as_str() {
+        headers.insert("traceparent".into(), AMQPValue::LongString(tp.into()));
+    }
+    headers
+}
+
 fn event_id(row: &Row) -> &str {
     row.payload["id"].as_str().unwrap_or_default()
 }
@@ -177,7 +190,8 @@ async fn send_and_confirm(
         let props = BasicProperties::default()
             .with_content_type("application/cloudevents+json".into())
             .with_delivery_mode(2)
-            .with_message_id(event_id(row).into());
+            .with_message_id(event_id(row).into())
+            .with_headers(trace_headers(row));
         let confirm = ch
             .basic_publish(
                 exchange.as_str().into(),
