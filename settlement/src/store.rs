@@ -23,23 +23,31 @@ struct IdRow {
     id: Uuid,
 }
 
-/// Locks (creating it if needed) the open batch of a merchant and currency.
+/// Locks (creating it if needed) the open batch of a merchant and currency. A run may
+/// close that batch between the insert (which found it) and the lock (which then finds
+/// no open batch): then a new one is opened, and the loop locks that one.
 fn open_batch(conn: &mut PgConnection, merchant_id: &str, currency: &str) -> QueryResult<Uuid> {
-    diesel::sql_query(
-        "INSERT INTO batches (id, merchant_id, currency) VALUES ($1, $2, $3) \
-         ON CONFLICT (merchant_id, currency) WHERE status = 'open' DO NOTHING",
-    )
-    .bind::<SqlUuid, _>(BatchId::new().0)
-    .bind::<Text, _>(merchant_id)
-    .bind::<Text, _>(currency)
-    .execute(conn)?;
-    let row: IdRow = diesel::sql_query(
-        "SELECT id FROM batches WHERE merchant_id = $1 AND currency = $2 AND status = 'open' FOR UPDATE",
-    )
-    .bind::<Text, _>(merchant_id)
-    .bind::<Text, _>(currency)
-    .get_result(conn)?;
-    Ok(row.id)
+    for _ in 0..3 {
+        diesel::sql_query(
+            "INSERT INTO batches (id, merchant_id, currency) VALUES ($1, $2, $3) \
+             ON CONFLICT (merchant_id, currency) WHERE status = 'open' DO NOTHING",
+        )
+        .bind::<SqlUuid, _>(BatchId::new().0)
+        .bind::<Text, _>(merchant_id)
+        .bind::<Text, _>(currency)
+        .execute(conn)?;
+        let row: Option<IdRow> = diesel::sql_query(
+            "SELECT id FROM batches WHERE merchant_id = $1 AND currency = $2 AND status = 'open' FOR UPDATE",
+        )
+        .bind::<Text, _>(merchant_id)
+        .bind::<Text, _>(currency)
+        .get_result(conn)
+        .optional()?;
+        if let Some(row) = row {
+            return Ok(row.id);
+        }
+    }
+    Err(diesel::result::Error::NotFound)
 }
 
 /// Places a captured payment in its merchant's open batch, once.
