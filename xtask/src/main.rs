@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: run the system, its migrations and its tests.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod contracts;
 mod db;
 mod dev;
@@ -36,6 +37,16 @@ enum Command {
     },
     /// Format check, clippy with warnings denied, the contract checks, then the tests.
     Ci,
+    /// Event pipeline benchmark (release build): end-to-end latency under load and relay
+    /// throughput, polling and cdc side by side, as a markdown table. Not part of `test`.
+    Bench {
+        /// How long the steady load runs, in seconds.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// How many outbox rows the throughput measurement publishes.
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+    },
     /// Database tasks.
     Db {
         #[command(subcommand)]
@@ -121,6 +132,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up => up::run(),
         Command::Test { args } => test::run(&args),
+        Command::Bench { seconds, events } => bench::run(seconds, events),
         Command::Ci => {
             dev::cargo(&["fmt", "--all", "--check"])?;
             dev::cargo(&[
