@@ -6,6 +6,7 @@
 pub mod contract;
 pub mod faults;
 pub mod infra;
+pub mod k8s;
 pub mod load;
 pub mod logs;
 pub mod procs;
