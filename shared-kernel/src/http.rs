@@ -243,18 +243,27 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "up"}))
 }
 
-/// Readiness from the checks that matter to a context: `[("database", ok), ...]`.
-pub fn ready_response(checks: &[(&str, bool)]) -> HttpResponse {
+/// One dependency as readiness sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Check {
+    pub name: &'static str,
+    pub up: bool,
+    /// Whether the API cannot serve without it. The broker is not required (the outbox
+    /// absorbs events while it is away), nor is Vault (only card issuance needs it).
+    pub required: bool,
+}
+
+/// Readiness: 200 while every required dependency is up, with the state of each one
+/// (an optional one that is down shows as "down"); a 503 problem otherwise.
+pub fn ready_response(checks: &[Check]) -> HttpResponse {
     let body: serde_json::Map<String, serde_json::Value> = checks
         .iter()
-        .map(|(name, ok)| {
-            (
-                (*name).to_owned(),
-                serde_json::Value::from(if *ok { "up" } else { "down" }),
-            )
+        .map(|c| {
+            let state = if c.up { "up" } else { "down" };
+            (c.name.to_owned(), serde_json::Value::from(state))
         })
         .collect();
-    if checks.iter().all(|(_, ok)| *ok) {
+    if checks.iter().all(|c| c.up || !c.required) {
         HttpResponse::Ok().json(serde_json::json!({"status": "up", "checks": body}))
     } else {
         let mut p = Problem::unavailable("a dependency is down");

@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
 /// Readiness checks of a context: `[("database", true), ("broker", false), ...]`.
-pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Vec<(&'static str, bool)>> + Send + Sync>;
+pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Vec<crate::http::Check>> + Send + Sync>;
 
 pub struct ServerConfig {
     pub host: String,

@@ -12,8 +12,15 @@ use std::time::Duration;
 pub struct Plumbing {
     pub pool: PgPool,
     pub broker: Arc<Broker>,
+    /// The relay and the metrics watchers: aborted at shutdown.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The consumers: told to stop at shutdown, and waited for.
+    pub consumers: Vec<tokio::task::JoinHandle<()>>,
+    pub stop: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long a stopping service waits for its consumers to finish the message in hand.
+pub const DRAIN: Duration = Duration::from_secs(10);
 
 /// Migrates `schema`, then starts the relay of `context`'s outbox and the consumers
 /// that `subscribe` returns. Must be called inside a tokio runtime.
@@ -64,7 +71,9 @@ pub async fn start(
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });
-    let mut tasks = vec![relay, pool_metrics];
+    let tasks = vec![relay, pool_metrics];
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut consumers = Vec::new();
     let subscriptions = subscribe(&pool, &topology);
     // Declare the queues before serving, so no event published from now on is
     // unroutable for lack of them. A broker that is down now is retried by the consumers.
@@ -72,12 +81,19 @@ pub async fn start(
         tracing::warn!(error = %e, "could not declare the queues at start-up; consumers will retry");
     }
     for (sub, handler) in subscriptions {
-        tasks.push(tokio::spawn(consume_forever(broker.clone(), sub, handler)));
+        consumers.push(tokio::spawn(consume_forever(
+            broker.clone(),
+            sub,
+            handler,
+            stop_rx.clone(),
+        )));
     }
     Ok(Plumbing {
         pool,
         broker,
         tasks,
+        consumers,
+        stop,
     })
 }
 
@@ -94,13 +110,25 @@ async fn declare_all(
     Ok(())
 }
 
-/// Readiness of what every context depends on: the database and the broker.
-pub async fn base_checks(pool: &PgPool, broker: &Broker) -> Vec<(&'static str, bool)> {
+/// Readiness of what every context depends on: the database (required) and the broker
+/// (reported; the outbox holds events while it is away).
+pub async fn base_checks(pool: &PgPool, broker: &Broker) -> Vec<crate::http::Check> {
     let p = pool.clone();
     let db_ok = tokio::task::spawn_blocking(move || db::ping(&p))
         .await
         .unwrap_or(false);
-    vec![("database", db_ok), ("broker", broker.is_connected().await)]
+    vec![
+        crate::http::Check {
+            name: "database",
+            up: db_ok,
+            required: true,
+        },
+        crate::http::Check {
+            name: "broker",
+            up: broker.is_connected().await,
+            required: false,
+        },
+    ]
 }
 
 /// Attempts a transiently failing message gets before it is parked: with the retry
@@ -127,6 +155,8 @@ pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    consumers: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -139,9 +169,24 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server stops (SIGINT/SIGTERM), then stops the background tasks.
+    /// Serves until the server stops (SIGINT/SIGTERM: no new connections, in-flight
+    /// requests finish), then lets each consumer finish the message in hand (within
+    /// [`DRAIN`]) and stops the relay; the unpublished rows wait in the outbox.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        tracing::info!("stopping: draining the consumers");
+        let _ = self.stop.send(true);
+        let drained = tokio::time::timeout(DRAIN, async {
+            for c in self.consumers {
+                let _ = c.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "consumers did not stop within the drain bound; their messages will be redelivered"
+            );
+        }
         for t in self.tasks {
             t.abort();
         }
@@ -149,7 +194,7 @@ impl Application {
     }
 }
 
-/// Readiness from the database and the broker only.
+/// Readiness from the database and the broker only (see [`base_checks`]).
 pub fn base_ready(plumbing: &Plumbing) -> crate::server::ReadyCheck {
     let (pool, broker) = (plumbing.pool.clone(), plumbing.broker.clone());
     Arc::new(move || {
@@ -187,6 +232,8 @@ where
         port,
         server,
         tasks: plumbing.tasks,
+        consumers: plumbing.consumers,
+        stop: plumbing.stop,
     })
 }
 

@@ -17,9 +17,35 @@ fn run(program: &str, args: &[&str]) {
     );
 }
 
+/// A stopped service, started again by `restore` or, should the test fail first, when
+/// dropped: a failing fault test never leaves the machine's broker or database down.
+#[must_use = "the service is started again when this is dropped"]
+pub struct Stopped {
+    start: Option<fn()>,
+}
+
+impl Stopped {
+    pub fn restore(mut self) {
+        if let Some(start) = self.start.take() {
+            start();
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(start) = self.start.take() {
+            start();
+        }
+    }
+}
+
 /// Stops the RabbitMQ application (the node stays up, every connection drops).
-pub fn broker_stop() {
+pub fn broker_stop() -> Stopped {
     run("rabbitmqctl", &["-q", "stop_app"]);
+    Stopped {
+        start: Some(broker_start),
+    }
 }
 
 /// Starts the RabbitMQ application again and waits until it serves.
@@ -39,7 +65,7 @@ fn cluster() -> String {
 }
 
 /// Stops the local PostgreSQL cluster (fast shutdown: sessions are cut).
-pub fn postgres_stop() {
+pub fn postgres_stop() -> Stopped {
     run(
         "pg_ctlcluster",
         &[
@@ -51,6 +77,9 @@ pub fn postgres_stop() {
             "fast",
         ],
     );
+    Stopped {
+        start: Some(postgres_start),
+    }
 }
 
 /// Starts the local PostgreSQL cluster and waits until it accepts connections.

@@ -175,3 +175,60 @@ impl TestDatabase {
 pub async fn delete_broker_names(amqp_url: &str, prefix: &str) {
     shared_kernel::amqp::delete_all(amqp_url, prefix).await;
 }
+
+/// An OpenBao development server of one test's own, which the test can stop (to see
+/// the system without Vault); stopped when dropped.
+pub struct OwnVault {
+    pub addr: String,
+    pub token: String,
+    child: Option<std::process::Child>,
+}
+
+impl OwnVault {
+    pub async fn start() -> Self {
+        let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/venv/bin/bao");
+        let bao = if std::path::Path::new(local).exists() {
+            local
+        } else {
+            "bao"
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let token = uuid::Uuid::new_v4().to_string();
+        let child = Command::new(bao)
+            .args(["server", "-dev", &format!("-dev-root-token-id={token}")])
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("OpenBao starts (install it with cargo xtask test, into .tools/venv)");
+        for _ in 0..100 {
+            if answers(&format!("127.0.0.1:{port}")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            addr: format!("http://127.0.0.1:{port}"),
+            token,
+            child: Some(child),
+        }
+    }
+
+    /// Stops the server: from now on Vault does not answer.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnVault {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -59,8 +59,18 @@ impl TestSystem {
     /// Starts the system with the contexts named in `processes` as child processes
     /// (which a test can kill and restart) and the others in this process.
     pub async fn start_with(processes: &[&str]) -> Self {
+        Self::start_custom(processes, None).await
+    }
+
+    /// Starts the system with this Vault (address, token) instead of the shared one.
+    pub async fn start_with_vault(addr: &str, token: &str) -> Self {
+        Self::start_custom(&[], Some((addr.to_owned(), token.to_owned()))).await
+    }
+
+    async fn start_custom(processes: &[&str], vault: Option<(String, String)>) -> Self {
         logs::install();
         let infra = infra::Infra::get().await;
+        let vault = vault.or_else(|| infra.vault.clone());
         let database = infra::TestDatabase::create(&infra.postgres_admin_url).await;
         let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
         let secret = Secret::new(format!(
@@ -78,7 +88,7 @@ impl TestSystem {
             jwt_secret: secret.clone(),
             jwt_issuer: JWT_ISSUER.to_owned(),
             jwt_audience: JWT_AUDIENCE.to_owned(),
-            vault: infra.vault.as_ref().map(|(addr, token)| VaultSettings {
+            vault: vault.as_ref().map(|(addr, token)| VaultSettings {
                 addr: addr.clone(),
                 token: Secret::new(token.clone()),
                 transit_mount: "transit".to_owned(),
@@ -512,6 +522,22 @@ impl TestSystem {
         p.kill();
         p.start(extra);
         p.url()
+    }
+
+    /// Sends SIGTERM to the child process of `context` and returns how it exited (None
+    /// when it did not within a minute and had to be killed).
+    pub async fn terminate(&self, context: &str) -> Option<std::process::ExitStatus> {
+        let mut p = self
+            .procs
+            .lock()
+            .unwrap()
+            .remove(context)
+            .expect("a child process");
+        let (status, p) = tokio::task::spawn_blocking(move || (p.terminate(), p))
+            .await
+            .unwrap();
+        self.procs.lock().unwrap().insert(context.to_owned(), p);
+        status
     }
 
     /// Whether the child process of `context` has exited by itself.

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 pub struct Tally {
     pub approved: u64,
+    /// Ids of the authorizations the API accepted with 201.
+    pub authorizations: Vec<String>,
     /// Ids of the captures the API accepted with 201.
     pub captures: Vec<String>,
     /// Responses other than 201, by status (or "unreachable" for no answer at all).
@@ -24,6 +26,7 @@ pub struct Tally {
 impl Tally {
     fn merge(&mut self, other: Tally) {
         self.approved += other.approved;
+        self.authorizations.extend(other.authorizations);
         self.captures.extend(other.captures);
         for (k, v) in other.failures {
             *self.failures.entry(k).or_default() += v;
@@ -137,6 +140,9 @@ async fn work(
         let body = json!({"card_id": card, "amount": {"amount": 100, "currency": "USD"},
             "merchant": {"id": "m-load", "name": "Load Fuel", "mcc": "5541", "country": "US"}});
         let auth = post(http, &auth_url, token, body, &mut tally).await;
+        if let Some(id) = auth.as_ref().and_then(|a| a["id"].as_str()) {
+            tally.authorizations.push(id.to_owned());
+        }
         if let Some(auth) = auth.filter(|a| a["status"] == "approved") {
             tally.approved += 1;
             let id = auth["id"].as_str().unwrap_or_default();

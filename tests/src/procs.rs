@@ -137,6 +137,25 @@ impl ContextProcess {
         }
     }
 
+    /// SIGTERM, then waits (at most a minute) for the process to exit by itself.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// Whether the process has exited by itself (e.g. an injected crash).
     pub fn exited(&mut self) -> bool {
         match self.child.as_mut() {

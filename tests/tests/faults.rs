@@ -32,13 +32,37 @@ async fn broker_outage_authorizations_go_on_and_everything_catches_up() {
     let load = load::start(&sys.payments, &sys.token(), &cards, WORKERS);
     assert!(steady(&load, 3).await > 0, "the load runs");
 
-    faults::broker_stop();
-    let during = steady(&load, 10).await;
-    faults::broker_start();
+    let broker = faults::broker_stop();
+    let during = steady(&load, 8).await;
+    // payments stays ready for the API, says the broker is down, and its outbox backlog
+    // shows in the metrics.
+    let ready = sys.get(&format!("{}/health/ready", sys.payments)).await;
+    let exchange = format!("{}payments.events", sys.prefix);
+    let backlog = sys
+        .eventually(
+            "the backlog gauge to grow",
+            Duration::from_secs(10),
+            || async {
+                let metrics = sys.get(&format!("{}/metrics", sys.payments)).await.body;
+                let line = metrics.as_str().unwrap_or_default().lines().find(|l| {
+                    l.starts_with("outbox_backlog{")
+                        && l.contains(&format!("exchange=\"{exchange}\""))
+                });
+                let n: f64 = line
+                    .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                    .unwrap_or(0.0);
+                (n > 0.0).then_some(n)
+            },
+        )
+        .await;
+    broker.restore();
     assert!(
         during > 0,
         "captures were accepted while the broker was away"
     );
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    assert_eq!(ready.body["checks"]["broker"], "down");
+    assert!(backlog > 0.0);
 
     assert!(steady(&load, 5).await > 0);
     let tally = load.stop().await;
@@ -81,9 +105,9 @@ async fn postgres_restart_fails_fast_with_503_and_recovers_by_itself() {
     let load = load::start(&sys.payments, &sys.token(), &cards, WORKERS);
     assert!(steady(&load, 3).await > 0);
 
-    faults::postgres_stop();
+    let database = faults::postgres_stop();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    faults::postgres_start();
+    database.restore();
     // The same processes serve again, without a restart.
     sys.eventually(
         "authorizations to succeed again",

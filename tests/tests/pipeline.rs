@@ -80,7 +80,8 @@ async fn transient_failures_are_retried_later_and_later_then_parked_and_can_be_r
         keys: vec!["payments.#".to_owned()],
         max_attempts: 3,
     };
-    let consumer = tokio::spawn(consume_forever(broker.clone(), sub, handler));
+    let (_running, stop) = tokio::sync::watch::channel(false);
+    let consumer = tokio::spawn(consume_forever(broker.clone(), sub, handler, stop));
     // The consumer declares its queues; wait until they exist before publishing.
     let deadline = Instant::now() + Duration::from_secs(10);
     while parking::count(&broker, &queue).await.is_none() {

@@ -51,12 +51,17 @@ pub struct Subscription {
 /// Consumes a subscription forever, acking each message only after the handler
 /// committed (or after it was handed to a retry or parking queue). Declares its queues
 /// (idempotent) on every (re)connect, and reconnects with backoff when the broker goes.
-pub async fn consume_forever(broker: Arc<Broker>, sub: Subscription, handler: Handler) {
-    tokio::join!(
-        consume(&broker, &sub, &handler),
-        watch_depths(&broker, &sub.queue)
-    );
+/// Returns once `stop` turns true, after the message in hand is done (acked, retried or
+/// parked); the unacked rest goes back to the queue when the channel closes.
+pub async fn consume_forever(broker: Arc<Broker>, sub: Subscription, handler: Handler, stop: Stop) {
+    tokio::select! {
+        () = consume(&broker, &sub, &handler, stop) => {}
+        () = watch_depths(&broker, &sub.queue) => {}
+    }
 }
+
+/// Turns true when the process is stopping.
+pub type Stop = tokio::sync::watch::Receiver<bool>;
 
 /// Publishes the depth of the queue and of its parking queue as gauges.
 async fn watch_depths(broker: &Broker, queue: &str) {
@@ -77,19 +82,26 @@ async fn watch_depths(broker: &Broker, queue: &str) {
     }
 }
 
-async fn consume(broker: &Broker, sub: &Subscription, handler: &Handler) {
+async fn consume(broker: &Broker, sub: &Subscription, handler: &Handler, mut stop: Stop) {
     let mut backoff = Duration::from_millis(200);
     let queue = sub.queue.clone();
     loop {
+        if *stop.borrow() {
+            tracing::info!(queue, "consumer stopped");
+            return;
+        }
         let started = Instant::now();
-        match consume_once(broker, sub, handler).await {
+        match consume_once(broker, sub, handler, &mut stop).await {
             Ok(()) => tracing::warn!(queue, "consumer stream ended; reconnecting"),
             Err(e) => tracing::warn!(queue, error = %e, "consumer failed; reconnecting"),
         }
         if started.elapsed() > Duration::from_secs(30) {
             backoff = Duration::from_millis(200);
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
@@ -98,6 +110,7 @@ async fn consume_once(
     broker: &Broker,
     sub: &Subscription,
     handler: &Handler,
+    stop: &mut Stop,
 ) -> anyhow::Result<()> {
     let queue = sub.queue.as_str();
     let channel = broker.channel().await?;
@@ -117,7 +130,16 @@ async fn consume_once(
         .await
         .with_context(|| format!("consuming {queue}"))?;
     tracing::info!(queue, "consumer started");
-    while let Some(delivery) = consumer.next().await {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                let _ = channel.close(200, "stopping".into()).await;
+                return Ok(());
+            }
+            next = consumer.next() => next,
+        };
+        let Some(delivery) = next else { break };
         let delivery = delivery?;
         if delivery.redelivered {
             metrics::counter!("consumer_redeliveries_total", "queue" => queue.to_owned())

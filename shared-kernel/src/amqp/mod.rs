@@ -5,7 +5,7 @@
 mod consumer;
 pub mod parking;
 
-pub use consumer::{consume_forever, Handler, HandlerError, Subscription};
+pub use consumer::{consume_forever, Handler, HandlerError, Stop, Subscription};
 
 use crate::secrets::Secret;
 use anyhow::Context;
