@@ -71,6 +71,13 @@ async fn authorize(
         auths::authorize(conn, &key, &cmd)
     })
     .await?;
+    tracing::info!(
+        authorization_id = stored.body["id"].as_str().unwrap_or_default(),
+        status = stored.body["status"].as_str().unwrap_or_default(),
+        decline_code = stored.body["decline_code"].as_str(),
+        replayed = stored.replayed,
+        "authorization answered"
+    );
     Ok(created(stored))
 }
 

@@ -24,3 +24,9 @@ pub fn continue_from(span: &tracing::Span, traceparent: Option<&str>) {
     let cx = TraceContextPropagator::new().extract(&carrier);
     let _ = span.set_parent(cx);
 }
+
+/// The trace id of `span` (32 hex digits; zeros when it belongs to no trace).
+pub fn trace_id(span: &tracing::Span) -> String {
+    use opentelemetry::trace::TraceContextExt;
+    span.context().span().span_context().trace_id().to_string()
+}

@@ -134,6 +134,19 @@ async fn one_trace_follows_a_payment_across_http_and_amqp() {
         descends(&spans, back_in_payments, in_accounts),
         "payments ← accounts: {names:?}"
     );
+    // Log lines written while handling a message carry the trace id, as a request's do.
+    let logs = tests::logs::captured();
+    let traced = format!("\"trace_id\":\"{trace_id}\"");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("captured payment handled") && l.contains(&traced)),
+        "settlement's log line carries the trace id"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("\"request_id\"") && l.contains(&traced)),
+        "request log lines carry the trace id and the request id"
+    );
     // The relay's batches are spans too (traces of their own).
     let all = tests::logs::spans_exporter().get_finished_spans().unwrap();
     assert!(all.iter().any(|s| s.name == "outbox.publish_batch"));

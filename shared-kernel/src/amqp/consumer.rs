@@ -180,10 +180,11 @@ async fn handle(
     let ev = event.clone();
     // One span per message handled, a child of the producer's span (W3C trace context
     // from the AMQP header, else from the event).
-    let span =
-        tracing::info_span!("consume", queue, event_type = %event.event_type, event_id = %event.id);
+    let span = tracing::info_span!("consume", queue, event_type = %event.event_type, event_id = %event.id, trace_id = tracing::field::Empty);
     let header = header_text(delivery, "traceparent");
     crate::trace::continue_from(&span, header.as_deref().or(event.traceparent.as_deref()));
+    // Log lines inside carry the trace id, as a request's do.
+    span.record("trace_id", crate::trace::trace_id(&span).as_str());
     let outcome = tokio::task::spawn_blocking(move || span.in_scope(|| h(&ev)))
         .await
         .unwrap_or_else(|e| Err(HandlerError::Transient(format!("handler panicked: {e}"))));
