@@ -60,10 +60,10 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     if !skip_faults && (faults_only || extra.is_empty()) {
         // They stop the broker and restart the database: one at a time, alone; and once
         // more, with the end-to-end test, with the cdc relay.
+        // --workspace, as above, so the features (and the build) are the same.
         let one = [
             "run",
-            "-p",
-            "tests",
+            "--workspace",
             "--no-fail-fast",
             "--test-threads",
             "1",
