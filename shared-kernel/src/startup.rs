@@ -101,12 +101,10 @@ async fn declare_all(
     broker: &Broker,
     subscriptions: &[(Subscription, Handler)],
 ) -> anyhow::Result<()> {
-    let channel = broker.channel().await?;
     for (sub, _) in subscriptions {
         let keys: Vec<&str> = sub.keys.iter().map(String::as_str).collect();
-        declare_queue(&channel, &sub.queue, &sub.exchange, &keys).await?;
+        declare_queue(broker, &sub.queue, &sub.exchange, &keys).await?;
     }
-    let _ = channel.close(200, "declared".into()).await;
     Ok(())
 }
 

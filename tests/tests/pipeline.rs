@@ -354,3 +354,69 @@ async fn an_older_or_repeated_snapshot_changes_nothing() {
     assert!(sys.parked("payments", "accounts").await.is_empty());
     sys.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_declared_by_an_earlier_version_is_used_as_it_is() {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    let infra = Infra::get().await;
+    let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+    let topology = Topology::new(&prefix);
+    let broker = Broker::new(Secret::new(infra.amqp_url.clone()));
+    let (exchange, queue) = (
+        topology.exchange("payments"),
+        topology.queue("settlement", "payments"),
+    );
+    // The main queue as the first version declared it: quorum, nothing else.
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let ch = broker.channel().await.unwrap();
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    declare_exchange(&ch, &exchange).await.unwrap();
+
+    let applied: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+    let handler: Handler = {
+        let applied = applied.clone();
+        Arc::new(move |event| {
+            applied.lock().unwrap().push(event.id);
+            Ok(())
+        })
+    };
+    let sub = Subscription {
+        queue: queue.clone(),
+        exchange: exchange.clone(),
+        keys: vec!["payments.#".to_owned()],
+        max_attempts: 3,
+    };
+    let (_running, stop) = tokio::sync::watch::channel(false);
+    let consumer = tokio::spawn(consume_forever(broker.clone(), sub, handler, stop));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while parking::count(&broker, &queue).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer declared its family"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let event = CloudEvent::new("/payments", "payments.test.v1", "a", 1, json!({}));
+    publish(&broker, &exchange, &event).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !applied.lock().unwrap().contains(&event.id) {
+        assert!(Instant::now() < deadline, "the old queue is consumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    consumer.abort();
+    delete_broker_names(&infra.amqp_url, &prefix).await;
+}

@@ -115,7 +115,7 @@ async fn consume_once(
     let queue = sub.queue.as_str();
     let channel = broker.channel().await?;
     let keys: Vec<&str> = sub.keys.iter().map(String::as_str).collect();
-    declare_queue(&channel, queue, &sub.exchange, &keys).await?;
+    declare_queue(broker, queue, &sub.exchange, &keys).await?;
     let publisher = confirm_channel(broker).await?;
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())

@@ -185,11 +185,12 @@ async fn declare_plain(channel: &Channel, queue: &str, args: FieldTable) -> anyh
 /// retry queue per delay, each dead-lettering back into `queue` through the default
 /// exchange (so a retry reaches this consumer only, not every subscriber again).
 pub async fn declare_queue(
-    channel: &Channel,
+    broker: &Broker,
     queue: &str,
     exchange: &str,
     keys: &[&str],
 ) -> anyhow::Result<()> {
+    let channel = &broker.channel().await?;
     declare_exchange(channel, exchange).await?;
     let parked = parking_queue(queue);
     declare_plain(channel, &parked, quorum_args()).await?;
@@ -207,6 +208,15 @@ pub async fn declare_queue(
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(queue.into()),
         );
+        // A retry is not dropped if the queue it returns to cannot take it at that moment.
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
         declare_plain(channel, &retry_queue(queue, *delay), args).await?;
     }
     let mut args = quorum_args();
@@ -222,7 +232,7 @@ pub async fn declare_queue(
         "x-dead-letter-routing-key".into(),
         AMQPValue::LongString(parked.as_str().into()),
     );
-    declare_plain(channel, queue, args).await?;
+    declare_main(broker, queue, args).await?;
     for key in keys {
         channel
             .queue_bind(
@@ -235,6 +245,38 @@ pub async fn declare_queue(
             .await
             .with_context(|| format!("binding {queue} to {exchange} with {key}"))?;
     }
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(())
+}
+
+/// Declares the main queue with its arguments. A queue made by an earlier version (a
+/// quorum queue without the delivery limit) cannot be redeclared with other arguments:
+/// it is then used as it is, with a warning and the `consumer_queue_legacy` gauge at 1.
+/// Retries and parking work the same; only the broker's delivery limit is missing until
+/// the queue is recreated (ADR 0009, "Upgrading").
+async fn declare_main(broker: &Broker, queue: &str, args: FieldTable) -> anyhow::Result<()> {
+    // A refused declare closes its channel: a channel of its own.
+    let channel = broker.channel().await?;
+    let legacy = match declare_plain(&channel, queue, args).await {
+        Ok(()) => false,
+        Err(e) if format!("{e:#}").contains("PRECONDITION_FAILED") => {
+            tracing::warn!(
+                queue,
+                "queue exists with older arguments; used as it is, without the delivery limit"
+            );
+            if depth(&broker.channel().await?, queue).await.is_none() {
+                anyhow::bail!("{queue} can be neither declared nor used: {e:#}");
+            }
+            true
+        }
+        Err(e) => return Err(e),
+    };
+    let _ = channel.close(200, "declared".into()).await;
+    metrics::gauge!("consumer_queue_legacy", "queue" => queue.to_owned()).set(if legacy {
+        1.0
+    } else {
+        0.0
+    });
     Ok(())
 }
 

@@ -97,11 +97,15 @@ pub async fn count(broker: &Broker, queue: &str) -> Option<u32> {
 pub async fn replay(broker: &Broker, queue: &str, only: Option<&str>) -> anyhow::Result<usize> {
     let parked = parking_queue(queue);
     let reader = broker.channel().await?;
+    let Some(waiting) = depth(&reader, &parked).await else {
+        anyhow::bail!("{parked} cannot be read");
+    };
     let publisher = confirm_channel(broker).await?;
     let mut replayed = 0;
-    // Messages left unacked (not the one asked for) are not got again on this channel,
-    // so this ends when every parked message has been seen once.
-    loop {
+    // At most the messages parked when the replay began: one that fails again is parked
+    // again behind them and waits for the next replay, rather than looping. Messages
+    // left unacked (not the one asked for) are not got again on this channel.
+    for _ in 0..waiting {
         let Some(msg) = reader
             .basic_get(parked.as_str().into(), BasicGetOptions { no_ack: false })
             .await?
