@@ -94,7 +94,13 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
             Box::pin(async move {
                 let mut checks = startup::base_checks(&pool, &broker).await;
                 let vault_ok = match &state.transit {
-                    Some(t) => t.ready(http::PAN_KEY).await,
+                    // Within the probe's budget: a Vault that hangs is a Vault that is down.
+                    Some(t) => tokio::time::timeout(
+                        std::time::Duration::from_millis(800),
+                        t.ready(http::PAN_KEY),
+                    )
+                    .await
+                    .unwrap_or(false),
                     None => false,
                 };
                 // Only card issuance needs Vault: reads and everything else go on.

@@ -19,7 +19,7 @@ pub fn payments_events(pool: PgPool, fees: FeeSchedule) -> Handler {
         let mut conn = pool
             .get()
             .map_err(|e| HandlerError::Transient(e.to_string()))?;
-        match apply_captured(&mut conn, event.id, &captured, &fees) {
+        match apply_captured(&mut conn, event.id, &event.event_type, &captured, &fees) {
             Ok(applied) => {
                 tracing::info!(event_id = %event.id, event_type = %event.event_type, applied, "captured payment handled");
                 Ok(())

@@ -54,6 +54,7 @@ fn open_batch(conn: &mut PgConnection, merchant_id: &str, currency: &str) -> Que
 pub fn apply_captured(
     conn: &mut PgConnection,
     event_id: Uuid,
+    event_type: &str,
     c: &PaymentCaptured,
     fees: &FeeSchedule,
 ) -> Result<bool, ApplyError> {
@@ -63,7 +64,7 @@ pub fn apply_captured(
         .map_err(|e| ApplyError::Invalid(e.to_string()))?;
     let fee = fees.fee(amount, &c.merchant.category_code);
     conn.transaction(|conn| {
-        if !inbox::claim(conn, event_id, events::PAYMENT_CAPTURED)? {
+        if !inbox::claim(conn, event_id, event_type)? {
             return Ok(false);
         }
         let batch_id = open_batch(conn, &c.merchant.id, currency.code())?;

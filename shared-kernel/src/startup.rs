@@ -123,7 +123,7 @@ pub async fn base_checks(pool: &PgPool, broker: &Broker) -> Vec<crate::http::Che
         },
         crate::http::Check {
             name: "broker",
-            up: broker.is_connected().await,
+            up: broker.is_connected(),
             required: false,
         },
     ]

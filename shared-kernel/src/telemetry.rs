@@ -7,8 +7,10 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use std::sync::OnceLock;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::{fmt, EnvFilter};
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
@@ -50,15 +52,21 @@ pub fn init(context: &str) {
     opentelemetry::global::set_tracer_provider(provider.clone());
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // The log filter applies to the log lines only: spans (and the trace context they
+    // carry into events) exist whatever RUST_LOG says.
     let installed = tracing_subscriber::registry()
-        .with(filter)
         .with(
             fmt::layer()
                 .json()
                 .with_current_span(true)
-                .with_writer(std::io::stderr),
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("fleet")))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("fleet"))
+                .with_filter(LevelFilter::INFO),
+        )
         .try_init()
         .is_ok();
     if installed {

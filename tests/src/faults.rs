@@ -34,10 +34,30 @@ impl Stopped {
 
 impl Drop for Stopped {
     fn drop(&mut self) {
+        // The test is failing already: start the service again without a second panic
+        // (which would abort the process and leave it down).
         if let Some(start) = self.start.take() {
-            start();
+            for _ in 0..3 {
+                if std::panic::catch_unwind(start).is_ok() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
         }
     }
+}
+
+/// The variable `cargo xtask test` sets for its fault phase.
+pub const FAULT_PHASE: &str = "FLEET_FAULT_TESTS";
+
+/// Refuses to run outside the fault phase: these tests stop the broker and the database
+/// every other test shares, so they must run alone (`cargo xtask test --faults`).
+pub fn require_fault_phase() {
+    assert!(
+        std::env::var_os(FAULT_PHASE).is_some(),
+        "fault tests stop this machine's RabbitMQ and PostgreSQL: run them alone with \
+         `cargo xtask test --faults` (or set {FAULT_PHASE}=1 and nothing else running)"
+    );
 }
 
 /// Stops the RabbitMQ application (the node stays up, every connection drops).

@@ -27,6 +27,7 @@ async fn steady(load: &load::Load, secs: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_outage_authorizations_go_on_and_everything_catches_up() {
+    faults::require_fault_phase();
     let sys = TestSystem::start().await;
     let cards = cards(&sys).await;
     let load = load::start(&sys.payments, &sys.token(), &cards, WORKERS);
@@ -77,6 +78,7 @@ async fn broker_outage_authorizations_go_on_and_everything_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_killed_mid_work_loses_and_doubles_nothing() {
+    faults::require_fault_phase();
     let sys = TestSystem::start_with(&["settlement"]).await;
     let cards = cards(&sys).await;
     let load = load::start(&sys.payments, &sys.token(), &cards, WORKERS);
@@ -100,6 +102,7 @@ async fn a_consumer_killed_mid_work_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restart_fails_fast_with_503_and_recovers_by_itself() {
+    faults::require_fault_phase();
     let sys = TestSystem::start().await;
     let cards = cards(&sys).await;
     let load = load::start(&sys.payments, &sys.token(), &cards, WORKERS);
@@ -138,6 +141,7 @@ async fn postgres_restart_fails_fast_with_503_and_recovers_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_messages_are_parked_under_load_and_the_queues_keep_flowing() {
+    faults::require_fault_phase();
     let sys = TestSystem::start().await;
     let cards = cards(&sys).await;
     let load = load::start(&sys.payments, &sys.token(), &cards, WORKERS);
@@ -168,6 +172,7 @@ async fn poison_messages_are_parked_under_load_and_the_queues_keep_flowing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_relay_killed_between_publishing_and_marking_duplicates_events_not_effects() {
+    faults::require_fault_phase();
     let sys = TestSystem::start_with(&["payments"]).await;
     let tap = sys.tap_events().await;
     let cards = cards(&sys).await;

@@ -107,3 +107,27 @@ pub fn drop_test_database_slots() -> anyhow::Result<usize> {
     }
     Ok(dropped)
 }
+
+/// After the fault tests: whatever happened to them, the machine's PostgreSQL and
+/// RabbitMQ run again (best effort, for local services only).
+pub fn ensure_services_up() {
+    if !crate::dev::answers("127.0.0.1:5432") {
+        eprintln!("PostgreSQL is down after the fault tests: starting it");
+        if let Some(version) = std::fs::read_dir("/etc/postgresql")
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok)
+        {
+            let version = version.file_name().to_string_lossy().into_owned();
+            let _ = Command::new("pg_ctlcluster")
+                .args(["--skip-systemctl-redirect", &version, "main", "start"])
+                .status();
+        }
+    }
+    if !crate::dev::answers("127.0.0.1:5672") {
+        eprintln!("RabbitMQ is down after the fault tests: starting it");
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "start_app"])
+            .status();
+    }
+}

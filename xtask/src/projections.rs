@@ -10,6 +10,7 @@
 
 use shared_kernel::amqp::{Broker, Topology};
 use shared_kernel::config::Env;
+use shared_kernel::replay;
 use shared_kernel::secrets::Secret;
 
 fn database_url(context: &str) -> String {
@@ -39,19 +40,22 @@ pub fn rebuild(context: &str, name: &str) -> anyhow::Result<()> {
     let producer =
         shared_kernel::db::pool(&database_url(projection.producer), projection.producer, 1)?;
     let queue = Topology::new(&prefix).queue(context, projection.producer);
+    let broker = Broker::new(Secret::new(amqp));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Everything that can fail first (the history, the broker), and only then the reset:
+    // a rebuild that cannot replay leaves the projection as it was.
+    let (events, channel) = runtime.block_on(async {
+        let events = replay::read_history(&producer, projection.event_types).await?;
+        let channel = replay::channel(&broker).await?;
+        anyhow::Ok((events, channel))
+    })?;
     let mut conn = consumer.get()?;
     payments::store::projection::reset(&mut conn, projection)?;
     drop(conn);
-    let broker = Broker::new(Secret::new(amqp));
-    let sent = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(shared_kernel::replay::history_to_queue(
-            &producer,
-            &broker,
-            &queue,
-            projection.event_types,
-        ))?;
+    runtime.block_on(replay::send_all(&channel, &queue, &events))?;
+    let sent = events.len();
     eprintln!(
         "payments/{name}: reset, and {sent} event(s) of {} replayed to {queue}",
         projection.producer

@@ -89,10 +89,16 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
             .args(&args)
             .env("FLEET__OUTBOX__MODE", mode)
             .current_dir(dev::root());
+        if what != "the suite" {
+            cmd.env("FLEET_FAULT_TESTS", "1");
+        }
         if let Some(v) = &vault {
             cmd.env("VAULT_ADDR", &v.addr).env("VAULT_TOKEN", &v.token);
         }
         failed |= !cmd.status()?.success();
+        if what != "the suite" {
+            crate::pg::ensure_services_up();
+        }
     }
     drop(vault);
     anyhow::ensure!(!failed, "tests failed");

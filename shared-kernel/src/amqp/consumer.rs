@@ -91,7 +91,12 @@ async fn consume(broker: &Broker, sub: &Subscription, handler: &Handler, mut sto
             return;
         }
         let started = Instant::now();
-        match consume_once(broker, sub, handler, &mut stop).await {
+        let ended = consume_once(broker, sub, handler, &mut stop).await;
+        if *stop.borrow() {
+            tracing::info!(queue, "consumer stopped");
+            return;
+        }
+        match ended {
             Ok(()) => tracing::warn!(queue, "consumer stream ended; reconnecting"),
             Err(e) => tracing::warn!(queue, error = %e, "consumer failed; reconnecting"),
         }
@@ -169,7 +174,7 @@ async fn handle(
         Ok(e) => e,
         Err(e) => {
             let reason = format!("not a CloudEvent: {e}");
-            tracing::error!(queue, reason, "unparseable message parked");
+            tracing::error!(queue, reason = %redacted(&reason), "unparseable message parked");
             park(publisher, queue, delivery, &reason).await?;
             return Ok("parked");
         }
@@ -193,7 +198,7 @@ async fn handle(
         Ok(()) => Ok("handled"),
         Err(HandlerError::Transient(reason)) if attempts < sub.max_attempts => {
             let delay = retry_delay(attempts);
-            tracing::warn!(queue, event_id = %event.id, event_type = %event.event_type, attempts, delay, reason, "transient failure; retrying later");
+            tracing::warn!(queue, event_id = %event.id, event_type = %event.event_type, attempts, delay, reason = %redacted(&reason), "transient failure; retrying later");
             let props = with_header(
                 &delivery.properties,
                 ATTEMPTS_HEADER,
@@ -204,7 +209,7 @@ async fn handle(
         }
         Err(e) => {
             let reason = format!("{e} (after {attempts} attempt(s))");
-            tracing::error!(queue, event_id = %event.id, event_type = %event.event_type, reason, "message parked");
+            tracing::error!(queue, event_id = %event.id, event_type = %event.event_type, reason = %redacted(&reason), "message parked");
             park(publisher, queue, delivery, &reason).await?;
             Ok("parked")
         }
@@ -215,6 +220,15 @@ async fn handle(
 pub fn retry_delay(attempts: u32) -> u32 {
     let i = (attempts as usize).saturating_sub(1);
     RETRY_DELAYS_SECS[i.min(RETRY_DELAYS_SECS.len() - 1)]
+}
+
+/// A failure's text as it may be logged or kept: serde quotes the offending value, which
+/// in a hostile message could be a card number, so digit runs are masked.
+fn redacted(reason: &str) -> String {
+    crate::http::redact_digit_runs(reason)
+        .chars()
+        .take(1000)
+        .collect()
 }
 
 fn header_text(delivery: &Delivery, key: &str) -> Option<String> {
@@ -251,10 +265,7 @@ async fn park(
     delivery: &Delivery,
     reason: &str,
 ) -> anyhow::Result<()> {
-    let reason: String = crate::http::redact_digit_runs(reason)
-        .chars()
-        .take(1000)
-        .collect();
+    let reason = redacted(reason);
     let mut props = with_header(
         &delivery.properties,
         PARKED_REASON,

@@ -64,12 +64,12 @@ impl Broker {
         Ok(channel)
     }
 
-    pub async fn is_connected(&self) -> bool {
+    /// Whether the connection is up. Never waits: while another task is (re)connecting,
+    /// the broker counts as not connected.
+    pub fn is_connected(&self) -> bool {
         self.conn
-            .lock()
-            .await
-            .as_ref()
-            .is_some_and(|c| c.status().connected())
+            .try_lock()
+            .is_ok_and(|c| c.as_ref().is_some_and(|c| c.status().connected()))
     }
 }
 
