@@ -29,6 +29,8 @@ pub struct CommonSettings {
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub vault: Option<VaultSettings>,
+    /// `HTTP__MAX_IN_FLIGHT`: requests served at once; beyond, 503 with Retry-After.
+    pub max_in_flight: usize,
     pub outbox: OutboxSettings,
 }
 
@@ -95,6 +97,10 @@ impl OutboxSettings {
         })
     }
 }
+
+/// Requests a service serves at once by default (its pool has 10 connections; more
+/// would only queue).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
 /// Reads layered environment variables for one context.
 pub struct Env {
@@ -169,6 +175,7 @@ impl CommonSettings {
                 .get("HTTP", "HOST")
                 .unwrap_or_else(|| "127.0.0.1".to_owned()),
             port: env.parse("HTTP", "PORT", default_port)?,
+            max_in_flight: env.parse("HTTP", "MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)?,
             database_url: Secret::new(env.required("DATABASE", "URL")?),
             database_pool_size: env.parse("DATABASE", "POOL_SIZE", 10)?,
             amqp_url: Secret::new(

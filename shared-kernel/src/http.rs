@@ -64,6 +64,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
 
 /// Parses JSON, turning serde's error into the right problem.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    crate::limits::check_depth(bytes)?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(shape_problem)
 }

@@ -10,6 +10,7 @@ pub mod event;
 pub mod http;
 pub mod ids;
 pub mod inbox;
+pub mod limits;
 pub mod money;
 pub mod outbox;
 pub mod problem;

@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub ready: ReadyCheck,
     /// The committed OpenAPI document, served at `/openapi.json`.
     pub openapi: &'static str,
+    /// Requests served at once; beyond, 503 (`HTTP__MAX_IN_FLIGHT`).
+    pub max_in_flight: usize,
 }
 
 /// Swagger UI for the served document, from the bundle compiled into the binary
@@ -33,6 +35,7 @@ async fn docs(tail: web::Path<String>) -> HttpResponse {
         Ok(Some(file)) => {
             let mut res = HttpResponse::Ok();
             res.content_type(file.content_type);
+            res.insert_header(("Content-Security-Policy", crate::limits::DOCS_CSP));
             if file.gzpipped {
                 res.insert_header(("Content-Encoding", "gzip"));
             }
@@ -62,7 +65,9 @@ where
         verifier,
         ready: check,
         openapi,
+        max_in_flight,
     } = config;
+    let in_flight = web::Data::new(crate::limits::InFlight::new(max_in_flight));
     let check = web::Data::new(check);
     let server = HttpServer::new(move || {
         App::new()
@@ -71,6 +76,9 @@ where
             .app_data(query_config())
             .app_data(path_config())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .app_data(in_flight.clone())
+            .wrap(from_fn(crate::limits::shed_load))
+            .wrap(crate::limits::security_headers())
             .wrap(from_fn(request_metrics))
             // One span per request, continuing the caller's W3C `traceparent`.
             .wrap(tracing_actix_web::TracingLogger::default())

@@ -224,6 +224,7 @@ where
         verifier,
         ready,
         openapi,
+        max_in_flight: common.max_in_flight,
     };
     let (server, port) = crate::server::serve(config, routes)?;
     Ok(Application {

@@ -93,6 +93,7 @@ impl TestSystem {
                 token: Secret::new(token.clone()),
                 transit_mount: "transit".to_owned(),
             }),
+            max_in_flight: shared_kernel::config::DEFAULT_MAX_IN_FLIGHT,
             // FLEET__OUTBOX__MODE=cdc runs the whole suite's relays in cdc mode.
             outbox: shared_kernel::config::OutboxSettings::from_env("fleet")
                 .expect("valid FLEET__OUTBOX__* settings"),
