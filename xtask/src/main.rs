@@ -143,6 +143,7 @@ fn main() -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ])?;
+            dev::cargo(&["deny", "check", "licenses", "bans", "sources"])?;
             contracts::selftest()?;
             contracts::check("HEAD")?;
             test::run(&[])
