@@ -5,7 +5,7 @@
 use crate::amqp::{confirm_channel, send_to_queue, Broker};
 use crate::db::PgPool;
 use crate::event::CloudEvent;
-use lapin::{BasicProperties, Channel};
+use lapin::Channel;
 
 /// The newest retained event of each subject among `event_types`, from the outbox
 /// behind `pool`.
@@ -27,10 +27,8 @@ pub async fn channel(broker: &Broker) -> anyhow::Result<Channel> {
 /// Sends `events` to `queue`, each confirmed by the broker.
 pub async fn send_all(channel: &Channel, queue: &str, events: &[CloudEvent]) -> anyhow::Result<()> {
     for event in events {
-        let props = BasicProperties::default()
-            .with_content_type("application/cloudevents+json".into())
-            .with_delivery_mode(2)
-            .with_message_id(event.id.to_string().as_str().into());
+        let props =
+            crate::outbox::message_properties(&event.id.to_string(), event.traceparent.as_deref());
         send_to_queue(channel, queue, &serde_json::to_vec(event)?, props).await?;
     }
     Ok(())

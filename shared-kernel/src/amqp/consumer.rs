@@ -186,7 +186,11 @@ async fn handle(
     // One span per message handled, a child of the producer's span (W3C trace context
     // from the AMQP header, else from the event).
     let span = tracing::info_span!("consume", queue, event_type = %event.event_type, event_id = %event.id, trace_id = tracing::field::Empty);
-    let header = header_text(delivery, "traceparent");
+    let header = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| super::header_text(h, "traceparent"));
     crate::trace::continue_from(&span, header.as_deref().or(event.traceparent.as_deref()));
     // Log lines inside carry the trace id, as a request's do.
     span.record("trace_id", crate::trace::trace_id(&span).as_str());
@@ -229,15 +233,6 @@ fn redacted(reason: &str) -> String {
         .chars()
         .take(1000)
         .collect()
-}
-
-fn header_text(delivery: &Delivery, key: &str) -> Option<String> {
-    let headers = delivery.properties.headers().as_ref()?;
-    match headers.inner().get(key)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
 }
 
 fn attempts(delivery: &Delivery) -> u32 {

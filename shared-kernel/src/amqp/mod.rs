@@ -344,6 +344,15 @@ pub async fn delete_all(amqp_url: &str, prefix: &str) {
     let _ = conn.close(200, "cleaned".into()).await;
 }
 
+/// A string header's value (long or short string), or None.
+pub fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
+    match headers.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
 /// Messages ready in `queue`, or None when it cannot be read (missing, broker away).
 pub async fn depth(channel: &Channel, queue: &str) -> Option<u32> {
     channel

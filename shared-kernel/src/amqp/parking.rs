@@ -1,7 +1,7 @@
 //! Reading and replaying parked messages (`cargo xtask events parked|replay-parked`).
 
 use super::consumer::{ATTEMPTS_HEADER, PARKED_AT, PARKED_FROM, PARKED_REASON};
-use super::{confirm_channel, depth, parking_queue, send_to_queue, Broker};
+use super::{confirm_channel, depth, header_text, parking_queue, send_to_queue, Broker};
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
@@ -18,20 +18,12 @@ pub struct Parked {
     pub attempts: Option<i64>,
 }
 
-fn text(headers: &FieldTable, key: &str) -> Option<String> {
-    match headers.inner().get(key)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
-}
-
 fn describe(queue: &str, data: &[u8], headers: &FieldTable) -> Parked {
     let body: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
     let field = |k: &str| body.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-    let reason = text(headers, PARKED_REASON)
+    let reason = header_text(headers, PARKED_REASON)
         .or_else(|| {
-            text(headers, "x-first-death-reason")
+            header_text(headers, "x-first-death-reason")
                 .map(|r| format!("dead-lettered by the broker: {r}"))
         })
         .unwrap_or_else(|| "unknown".to_owned());
@@ -45,7 +37,7 @@ fn describe(queue: &str, data: &[u8], headers: &FieldTable) -> Parked {
         event_type: field("type"),
         subject: field("subject"),
         reason,
-        parked_at: text(headers, PARKED_AT),
+        parked_at: header_text(headers, PARKED_AT),
         attempts,
     }
 }

@@ -56,6 +56,24 @@ pub fn enqueue(conn: &mut PgConnection, event: &CloudEvent) -> QueryResult<()> {
     Ok(())
 }
 
+/// The AMQP properties of an event message: CloudEvents JSON, persistent, the event id as
+/// message id, and its W3C trace context also as a `traceparent` header (for consumers
+/// that read headers rather than the event).
+pub fn message_properties(event_id: &str, traceparent: Option<&str>) -> lapin::BasicProperties {
+    let mut headers = lapin::types::FieldTable::default();
+    if let Some(tp) = traceparent {
+        headers.insert(
+            "traceparent".into(),
+            lapin::types::AMQPValue::LongString(tp.into()),
+        );
+    }
+    lapin::BasicProperties::default()
+        .with_content_type("application/cloudevents+json".into())
+        .with_delivery_mode(2)
+        .with_message_id(event_id.into())
+        .with_headers(headers)
+}
+
 /// How the relay finds rows to publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RelayMode {

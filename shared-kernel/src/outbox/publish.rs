@@ -7,8 +7,7 @@ use crate::amqp::{declare_exchange, Broker};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Jsonb, Text};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{Channel, Confirmation};
 use std::collections::HashSet;
 use std::time::Instant;
 use tracing::Instrument;
@@ -155,16 +154,6 @@ pub(super) async fn publish_rows(
     Ok(outcome)
 }
 
-/// The event's W3C trace context, also as an AMQP header for consumers that read
-/// headers rather than the CloudEvent.
-fn trace_headers(row: &Row) -> FieldTable {
-    let mut headers = FieldTable::default();
-    if let Some(tp) = row.payload["traceparent"].as_str() {
-        headers.insert("traceparent".into(), AMQPValue::LongString(tp.into()));
-    }
-    headers
-}
-
 fn event_id(row: &Row) -> &str {
     row.payload["id"].as_str().unwrap_or_default()
 }
@@ -187,11 +176,7 @@ async fn send_and_confirm(
     let mut pending = Vec::with_capacity(rows.len());
     for row in rows {
         let body = serde_json::to_vec(&row.payload)?;
-        let props = BasicProperties::default()
-            .with_content_type("application/cloudevents+json".into())
-            .with_delivery_mode(2)
-            .with_message_id(event_id(row).into())
-            .with_headers(trace_headers(row));
+        let props = super::message_properties(event_id(row), row.payload["traceparent"].as_str());
         let confirm = ch
             .basic_publish(
                 exchange.as_str().into(),
