@@ -81,20 +81,21 @@ async fn discover() -> Infra {
     }
 }
 
-/// Starts an OpenBao development server for this test process (it stops when the
-/// process ends), from the project-local install or the PATH.
-async fn start_dev_vault() -> Option<(String, String)> {
+/// The OpenBao binary: the project-local install, else `bao` on the PATH.
+fn bao() -> String {
     let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/venv/bin/bao");
-    let bao = if std::path::Path::new(local).exists() {
+    if std::path::Path::new(local).exists() {
         local.to_owned()
     } else {
         "bao".to_owned()
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
+    }
+}
+
+/// Starts an OpenBao development server for this test process (it stops when the
+/// process ends), from the project-local install or the PATH.
+async fn start_dev_vault() -> Option<(String, String)> {
+    let bao = bao();
+    let port = crate::procs::free_port();
     let token = uuid::Uuid::new_v4().to_string();
     let script = format!(
         "{bao} server -dev -dev-root-token-id={token} -dev-listen-address=127.0.0.1:{port} >/dev/null 2>&1 & B=$!; \
@@ -186,18 +187,9 @@ pub struct OwnVault {
 
 impl OwnVault {
     pub async fn start() -> Self {
-        let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/venv/bin/bao");
-        let bao = if std::path::Path::new(local).exists() {
-            local
-        } else {
-            "bao"
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::procs::free_port();
         let token = uuid::Uuid::new_v4().to_string();
-        let child = Command::new(bao)
+        let child = Command::new(bao())
             .args(["server", "-dev", &format!("-dev-root-token-id={token}")])
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
             .stdin(std::process::Stdio::null())

@@ -23,6 +23,21 @@ use std::time::{Duration, Instant};
 pub const JWT_ISSUER: &str = "fleet-test";
 pub const JWT_AUDIENCE: &str = "fleet";
 
+/// The sum of the samples of `name` whose labels include all of `labels`, in a
+/// Prometheus text exposition (0 when there is none).
+pub fn metric_value(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The three contexts running against one isolated database and broker namespace.
 pub struct TestSystem {
     pub accounts: String,
@@ -401,6 +416,18 @@ impl TestSystem {
         })
         .await
         .unwrap();
+    }
+
+    /// The body of a GET to `url` as text, unrecorded (for documents such as /metrics).
+    pub async fn fetch_text(&self, url: &str) -> String {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Runs a query whose single row has a single text column `value`.

@@ -14,15 +14,7 @@ async fn each_service_serves_exactly_its_committed_openapi_document() {
         (&sys.payments, "contracts/openapi/payments.json"),
         (&sys.settlement, "contracts/openapi/settlement.json"),
     ] {
-        let served = sys
-            .http
-            .get(format!("{base}/openapi.json"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let served = sys.fetch_text(&format!("{base}/openapi.json")).await;
         let committed = std::fs::read_to_string(tests::root().join(file)).unwrap();
         assert_eq!(served, committed, "{base} does not serve {file}");
         let doc: serde_json::Value = serde_json::from_str(&served).unwrap();

@@ -260,15 +260,7 @@ async fn a_card_payment_flows_from_issuance_to_the_ledger() {
 
     // Prometheus metrics: request RED metrics per route, the relay's work and backlog,
     // authorization decisions (labels carry routes and outcomes, never ids).
-    let metrics = sys
-        .http
-        .get(format!("{}/metrics", sys.payments))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sys.fetch_text(&format!("{}/metrics", sys.payments)).await;
     for name in [
         "http_requests_total",
         "http_request_duration_seconds",

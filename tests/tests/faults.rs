@@ -44,14 +44,9 @@ async fn broker_outage_authorizations_go_on_and_everything_catches_up() {
             "the backlog gauge to grow",
             Duration::from_secs(10),
             || async {
-                let metrics = sys.get(&format!("{}/metrics", sys.payments)).await.body;
-                let line = metrics.as_str().unwrap_or_default().lines().find(|l| {
-                    l.starts_with("outbox_backlog{")
-                        && l.contains(&format!("exchange=\"{exchange}\""))
-                });
-                let n: f64 = line
-                    .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-                    .unwrap_or(0.0);
+                let metrics = sys.fetch_text(&format!("{}/metrics", sys.payments)).await;
+                let labels = [("exchange", exchange.as_str())];
+                let n = tests::metric_value(&metrics, "outbox_backlog", &labels);
                 (n > 0.0).then_some(n)
             },
         )

@@ -210,15 +210,7 @@ async fn every_metric_the_rules_use_is_exported_by_the_running_contexts() {
             ("payments", &sys.payments),
             ("settlement", &sys.settlement),
         ] {
-            let text = sys
-                .http
-                .get(format!("{base}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = sys.fetch_text(&format!("{base}/metrics")).await;
             exported.insert(ctx, Exposition::parse(&text));
         }
         let mut missing = missing(&used, &exported);

@@ -281,15 +281,7 @@ async fn metric(name: &str, labels: &[(&str, &str)]) -> f64 {
         .await
         .unwrap();
     let text = String::from_utf8(body.to_vec()).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    tests::metric_value(&text, name, labels)
 }
 
 async fn broker_away_then_back(mode: RelayMode) {

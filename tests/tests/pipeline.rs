@@ -37,6 +37,35 @@ async fn publish(broker: &Broker, exchange: &str, event: &CloudEvent) {
     .unwrap();
 }
 
+/// Runs a consumer of `queue` (3 attempts) and waits until it has declared its queues.
+async fn start_consumer(
+    broker: &Arc<Broker>,
+    queue: &str,
+    exchange: &str,
+    handler: Handler,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let sub = Subscription {
+        queue: queue.to_owned(),
+        exchange: exchange.to_owned(),
+        keys: vec!["payments.#".to_owned()],
+        max_attempts: 3,
+    };
+    let (running, stop) = tokio::sync::watch::channel(false);
+    let consumer = tokio::spawn(consume_forever(broker.clone(), sub, handler, stop));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while parking::count(broker, queue).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer declared its queues"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (consumer, running)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_later_and_later_then_parked_and_can_be_replayed() {
     let infra = Infra::get().await;
@@ -74,23 +103,7 @@ async fn transient_failures_are_retried_later_and_later_then_parked_and_can_be_r
             Ok(())
         })
     };
-    let sub = Subscription {
-        queue: queue.clone(),
-        exchange: exchange.clone(),
-        keys: vec!["payments.#".to_owned()],
-        max_attempts: 3,
-    };
-    let (_running, stop) = tokio::sync::watch::channel(false);
-    let consumer = tokio::spawn(consume_forever(broker.clone(), sub, handler, stop));
-    // The consumer declares its queues; wait until they exist before publishing.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while parking::count(&broker, &queue).await.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the consumer declared its queues"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (consumer, _running) = start_consumer(&broker, &queue, &exchange, handler).await;
     publish(&broker, &exchange, &flaky).await;
     publish(&broker, &exchange, &broken).await;
 
@@ -204,18 +217,11 @@ async fn a_poison_message_is_parked_at_once_and_the_queue_keeps_flowing() {
     assert!(schema.reason.contains("permanent"), "{schema:?}");
     assert!(schema.reason.contains("after 1 attempt(s)"), "{schema:?}");
     // The parked count shows in the metrics, per queue.
-    let metrics = sys.get(&format!("{}/metrics", sys.settlement)).await.body;
-    let metrics = metrics.as_str().unwrap_or_default();
+    let metrics = sys.fetch_text(&format!("{}/metrics", sys.settlement)).await;
     let queue = format!("{}settlement.payments-events", sys.prefix);
-    let parked_line = metrics.lines().find(|l| {
-        l.starts_with("consumer_messages_total{")
-            && l.contains(&format!("queue=\"{queue}\""))
-            && l.contains("outcome=\"parked\"")
-    });
-    assert!(
-        parked_line.is_some_and(|l| l.ends_with(" 2")),
-        "{parked_line:?}"
-    );
+    let labels = [("queue", queue.as_str()), ("outcome", "parked")];
+    let parked = tests::metric_value(&metrics, "consumer_messages_total", &labels);
+    assert_eq!(parked, 2.0);
     sys.shutdown().await;
 }
 
@@ -394,22 +400,7 @@ async fn a_queue_declared_by_an_earlier_version_is_used_as_it_is() {
             Ok(())
         })
     };
-    let sub = Subscription {
-        queue: queue.clone(),
-        exchange: exchange.clone(),
-        keys: vec!["payments.#".to_owned()],
-        max_attempts: 3,
-    };
-    let (_running, stop) = tokio::sync::watch::channel(false);
-    let consumer = tokio::spawn(consume_forever(broker.clone(), sub, handler, stop));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while parking::count(&broker, &queue).await.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the consumer declared its family"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (consumer, _running) = start_consumer(&broker, &queue, &exchange, handler).await;
     let event = CloudEvent::new("/payments", "payments.test.v1", "a", 1, json!({}));
     publish(&broker, &exchange, &event).await;
     let deadline = Instant::now() + Duration::from_secs(10);
