@@ -135,7 +135,8 @@ impl FromRequest for Caller {
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Caller, Problem> {
+/// The caller of `req`, from its bearer token.
+pub(crate) fn authenticate(req: &HttpRequest) -> Result<Caller, Problem> {
     let verifier = req.app_data::<web::Data<JwtVerifier>>().ok_or_else(|| {
         tracing::error!("JwtVerifier is not configured");
         Problem::internal()

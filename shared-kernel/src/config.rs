@@ -31,6 +31,8 @@ pub struct CommonSettings {
     pub vault: Option<VaultSettings>,
     /// `HTTP__MAX_IN_FLIGHT`: requests served at once; beyond, 503 with Retry-After.
     pub max_in_flight: usize,
+    /// `HTTP__RATE_LIMIT_PER_SEC` / `HTTP__RATE_LIMIT_BURST`: per client; beyond, 429.
+    pub rate_limit: crate::rate_limit::RateLimit,
     pub outbox: OutboxSettings,
 }
 
@@ -176,6 +178,13 @@ impl CommonSettings {
                 .unwrap_or_else(|| "127.0.0.1".to_owned()),
             port: env.parse("HTTP", "PORT", default_port)?,
             max_in_flight: env.parse("HTTP", "MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)?,
+            rate_limit: {
+                let d = crate::rate_limit::RateLimit::default();
+                crate::rate_limit::RateLimit {
+                    per_sec: env.parse("HTTP", "RATE_LIMIT_PER_SEC", d.per_sec)?,
+                    burst: env.parse("HTTP", "RATE_LIMIT_BURST", d.burst)?,
+                }
+            },
             database_url: Secret::new(env.required("DATABASE", "URL")?),
             database_pool_size: env.parse("DATABASE", "POOL_SIZE", 10)?,
             amqp_url: Secret::new(

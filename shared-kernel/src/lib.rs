@@ -14,6 +14,7 @@ pub mod limits;
 pub mod money;
 pub mod outbox;
 pub mod problem;
+pub mod rate_limit;
 pub mod replay;
 pub mod secrets;
 pub mod server;

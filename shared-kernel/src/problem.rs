@@ -28,6 +28,7 @@ pub const PROBLEM_TYPES: &[(&str, &str, u16)] = &[
         422,
     ),
     ("payload-too-large", "Payload too large", 413),
+    ("rate-limited", "Too many requests", 429),
     ("unsupported-media-type", "Unsupported media type", 415),
     ("service-unavailable", "Service unavailable", 503),
     ("internal-error", "Internal error", 500),

@@ -25,6 +25,8 @@ pub struct ServerConfig {
     pub openapi: &'static str,
     /// Requests served at once; beyond, 503 (`HTTP__MAX_IN_FLIGHT`).
     pub max_in_flight: usize,
+    /// Requests per client (`HTTP__RATE_LIMIT_*`); beyond, 429.
+    pub rate_limit: crate::rate_limit::RateLimit,
 }
 
 /// Swagger UI for the served document, from the bundle compiled into the binary
@@ -66,7 +68,9 @@ where
         ready: check,
         openapi,
         max_in_flight,
+        rate_limit,
     } = config;
+    let limiter = web::Data::new(crate::rate_limit::ClientLimiter::new(rate_limit));
     let in_flight = web::Data::new(crate::limits::InFlight::new(max_in_flight));
     let check = web::Data::new(check);
     let server = HttpServer::new(move || {
@@ -77,6 +81,8 @@ where
             .app_data(path_config())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .app_data(in_flight.clone())
+            .app_data(limiter.clone())
+            .wrap(from_fn(crate::rate_limit::limit_rate))
             .wrap(from_fn(crate::limits::shed_load))
             .wrap(crate::limits::security_headers())
             .wrap(from_fn(request_metrics))

@@ -225,6 +225,7 @@ where
         ready,
         openapi,
         max_in_flight: common.max_in_flight,
+        rate_limit: common.rate_limit,
     };
     let (server, port) = crate::server::serve(config, routes)?;
     Ok(Application {

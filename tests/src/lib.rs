@@ -109,6 +109,7 @@ impl TestSystem {
                 transit_mount: "transit".to_owned(),
             }),
             max_in_flight: shared_kernel::config::DEFAULT_MAX_IN_FLIGHT,
+            rate_limit: Default::default(),
             // FLEET__OUTBOX__MODE=cdc runs the whole suite's relays in cdc mode.
             outbox: shared_kernel::config::OutboxSettings::from_env("fleet")
                 .expect("valid FLEET__OUTBOX__* settings"),

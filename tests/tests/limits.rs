@@ -168,3 +168,81 @@ async fn beyond_its_capacity_a_service_sheds_load_with_503_and_recovers() {
     sys.assert_exchanges_match_contracts();
     sys.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_beyond_its_rate_gets_429_with_retry_after_and_others_go_on() {
+    let sys = TestSystem::start_with(&["payments"]).await;
+    let card = sys.card_known_to_payments(1_000).await;
+    sys.restart(
+        "payments",
+        &[
+            ("PAYMENTS__HTTP__RATE_LIMIT_PER_SEC", "1"),
+            ("PAYMENTS__HTTP__RATE_LIMIT_BURST", "5"),
+        ],
+    )
+    .await;
+    let url = format!("{}/v1/cards/{card}/spend", sys.payments);
+    let alice = sys
+        .issuer
+        .mint("alice", shared_kernel::auth::ALL_SCOPES, 300)
+        .unwrap();
+    let bob = sys
+        .issuer
+        .mint("bob", shared_kernel::auth::ALL_SCOPES, 300)
+        .unwrap();
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..8 {
+        let r = sys.send(Method::GET, &url, Some(&alice), None, &[]).await;
+        statuses.push(r.status.as_u16());
+        if r.status == 429 {
+            refused.get_or_insert(r);
+        }
+    }
+    // The burst is served; what follows within the same second or two is refused.
+    assert_eq!(&statuses[..5], &[200; 5], "{statuses:?}");
+    assert!(statuses[5..].contains(&429), "{statuses:?}");
+    let refused = refused.unwrap();
+    assert_eq!(refused.content_type, "application/problem+json");
+    assert_eq!(
+        refused.body["type"],
+        "https://problems.fleet-cards.example/rate-limited"
+    );
+    let wait: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    // Another client has a budget of its own.
+    let r = sys.send(Method::GET, &url, Some(&bob), None, &[]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // Requests without a token count against their address, and are limited too.
+    let anonymous: Vec<u16> = futures_util::future::join_all(
+        (0..8).map(|_| sys.send(Method::GET, &url, None, None, &[])),
+    )
+    .await
+    .iter()
+    .map(|r| r.status.as_u16())
+    .collect();
+    assert!(
+        anonymous.contains(&401) && anonymous.contains(&429),
+        "{anonymous:?}"
+    );
+    // Health is never limited; after the advised wait, alice is served again.
+    let live = sys
+        .send(
+            Method::GET,
+            &format!("{}/health/live", sys.payments),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(live.status, 200);
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    let again = sys.send(Method::GET, &url, Some(&alice), None, &[]).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    sys.assert_exchanges_match_contracts();
+    sys.shutdown().await;
+}

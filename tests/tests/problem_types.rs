@@ -127,6 +127,11 @@ async fn every_registered_problem_type_is_produced_by_some_request() {
         v.addr = format!("http://127.0.0.1:{closed_port}");
     }
     common.amqp_prefix = format!("{}novault.", sys.prefix);
+    // It also allows a client two requests at once and one a second, for the 429 below.
+    common.rate_limit = shared_kernel::rate_limit::RateLimit {
+        per_sec: 1,
+        burst: 2,
+    };
     let no_vault = accounts::build(accounts::Settings { common })
         .await
         .unwrap();
@@ -142,6 +147,19 @@ async fn every_registered_problem_type_is_produced_by_some_request() {
         )
         .await;
     assert_eq!(res.status, 503, "{:?}", res.body);
+    // 429: the same client, beyond its burst, within the second.
+    let mut limited = None;
+    for _ in 0..10 {
+        let res = sys
+            .get(&format!("{no_vault_url}/v1/accounts/{account_id}"))
+            .await;
+        if res.status == 429 {
+            limited = Some(res);
+            break;
+        }
+    }
+    let limited = limited.expect("a client beyond its burst is refused");
+    assert!(limited.headers.contains_key("retry-after"));
     handle.stop(true).await;
     // Once it has returned, its consumer is stopped and cannot declare its queue again.
     running.await.unwrap().unwrap();
