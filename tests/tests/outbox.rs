@@ -306,10 +306,7 @@ async fn broker_away_then_back(mode: RelayMode) {
         !rows[0].published,
         "nothing can be published without a broker"
     );
-    assert!(
-        !rows[0].leased,
-        "a failed batch gives its rows back at once"
-    );
+    assert!(!rows[0].leased, "a relay without a broker leases nothing");
     assert_eq!(
         rows[0].attempts, 0,
         "a broker failure is not the row's fault"

@@ -57,6 +57,24 @@ fn count_failures(exchange: &str, reason: Failure, n: usize) {
     }
 }
 
+/// Opens the relay's confirm channel when it has none, before any row is leased, so a
+/// broker that is away costs no lease and no give-back. Each failure counts once.
+pub(super) async fn ensure_channel(relay: &mut Relay) -> anyhow::Result<()> {
+    if relay
+        .channel
+        .as_ref()
+        .is_some_and(|c| c.status().connected())
+    {
+        return Ok(());
+    }
+    relay.channel = None;
+    let channel = open_channel(&relay.broker, &relay.config.exchange)
+        .await
+        .inspect_err(|_| count_failures(&relay.config.exchange, Failure::Broker, 1))?;
+    relay.channel = Some(channel);
+    Ok(())
+}
+
 async fn open_channel(broker: &Broker, exchange: &str) -> anyhow::Result<Channel> {
     let channel = broker.channel().await?;
     channel

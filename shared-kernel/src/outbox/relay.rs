@@ -82,9 +82,12 @@ async fn run(mut relay: Relay, wake: Arc<Notify>) {
             record_backlog(&relay.pool, &relay.config.exchange).await;
         }
         pruner.maybe_step(&relay).await;
-        let step = match relay.config.mode {
-            RelayMode::Polling => poll_once(&mut relay).await,
-            RelayMode::Cdc => follower.step(&mut relay).await,
+        let step = match super::publish::ensure_channel(&mut relay).await {
+            Err(e) => Err(e),
+            Ok(()) => match relay.config.mode {
+                RelayMode::Polling => poll_once(&mut relay).await,
+                RelayMode::Cdc => follower.step(&mut relay).await,
+            },
         };
         match step {
             Ok(s) => {
