@@ -15,6 +15,7 @@ use std::future::{ready, Ready};
 pub const ALL_SCOPES: &[&str] = &[
     "accounts:read",
     "accounts:write",
+    "audit:read",
     "cards:write",
     "payments:read",
     "payments:write",

@@ -23,7 +23,7 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SearchPath {
     }
 }
 
-fn check_schema_name(schema: &str) -> anyhow::Result<()> {
+pub(crate) fn check_schema_name(schema: &str) -> anyhow::Result<()> {
     let ok = !schema.is_empty()
         && schema.len() <= 63
         && schema

@@ -3,6 +3,7 @@
 //! Business rules of one context never live here.
 
 pub mod amqp;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;

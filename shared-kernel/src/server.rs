@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// Requests per client (`HTTP__RATE_LIMIT_*`); beyond, 429.
     pub rate_limit: crate::rate_limit::RateLimit,
+    /// The context's audit log (its own schema).
+    pub audit: web::Data<crate::audit::http::AuditLog>,
 }
 
 /// Swagger UI for the served document, from the bundle compiled into the binary
@@ -69,6 +71,7 @@ where
         openapi,
         max_in_flight,
         rate_limit,
+        audit,
     } = config;
     let limiter = web::Data::new(crate::rate_limit::ClientLimiter::new(rate_limit));
     let in_flight = web::Data::new(crate::limits::InFlight::new(max_in_flight));
@@ -82,6 +85,9 @@ where
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .app_data(in_flight.clone())
             .app_data(limiter.clone())
+            .app_data(audit.clone())
+            // Innermost: a request refused by the limits below is not written anywhere.
+            .wrap(from_fn(crate::audit::http::record))
             .wrap(from_fn(crate::rate_limit::limit_rate))
             .wrap(from_fn(crate::limits::shed_load))
             .wrap(crate::limits::security_headers())
@@ -91,6 +97,7 @@ where
             .route("/health/live", web::get().to(live))
             .route("/health/ready", web::get().to(ready))
             .route("/metrics", web::get().to(metrics_endpoint))
+            .route("/v1/audit-events", web::get().to(crate::audit::http::list))
             .route(
                 "/openapi.json",
                 web::get().to(move || async move {

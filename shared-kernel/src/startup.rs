@@ -226,6 +226,9 @@ where
         openapi,
         max_in_flight: common.max_in_flight,
         rate_limit: common.rate_limit,
+        audit: actix_web::web::Data::new(crate::audit::http::AuditLog {
+            pool: plumbing.pool.clone(),
+        }),
     };
     let (server, port) = crate::server::serve(config, routes)?;
     Ok(Application {

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: run the system, its migrations and its tests.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod audit;
 mod bench;
 mod contracts;
 mod db;
@@ -57,7 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: ContractsCommand,
     },
-    /// Prints a signed development JWT (all scopes unless --scope is given).
+    /// The audit logs: check a context's hash chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Parked messages: list them, or return them to their queues.
     Events {
         #[command(subcommand)]
@@ -68,6 +73,7 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Prints a signed development JWT (all scopes unless --scope is given).
     Token {
         #[arg(long = "scope")]
         scopes: Vec<String>,
@@ -117,6 +123,18 @@ enum ProjectionsCommand {
         context: String,
         /// The projection (accounts, cards).
         projection: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Checks the hash chain of a context's audit log; names the first broken record.
+    Verify {
+        /// accounts, payments or settlement.
+        context: String,
+        /// The database (default: the context's configured one, else the development one).
+        #[arg(long)]
+        database_url: Option<String>,
     },
 }
 
@@ -173,6 +191,13 @@ fn main() -> anyhow::Result<()> {
                     projection,
                 },
         } => projections::rebuild(&context, &projection),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    context,
+                    database_url,
+                },
+        } => audit::verify(&context, database_url.as_deref()),
         Command::Token { scopes, ttl } => token::print(&scopes, ttl),
     }
 }
