@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: run the system, its migrations and its tests.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod auth;
 mod bench;
 mod contracts;
 mod db;
@@ -57,7 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: ContractsCommand,
     },
-    /// Prints a signed development JWT (all scopes unless --scope is given).
+    /// Token signing keys in Vault: rotate, retire.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
     /// Parked messages: list them, or return them to their queues.
     Events {
         #[command(subcommand)]
@@ -68,12 +73,30 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Prints a signed JWT (all scopes unless --scope is given): with the newest key in
+    /// Vault when FLEET__AUTH__VAULT_PATH is set, else with the development key.
     Token {
         #[arg(long = "scope")]
         scopes: Vec<String>,
         /// Token lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Writes a new Ed25519 signing key as the newest version of the Vault secret;
+    /// prints {"kid":..,"version":..}. The previous key stays accepted.
+    RotateKey,
+    /// Deletes one version of the Vault secret, so services stop accepting its key.
+    RetireKey {
+        /// The version to retire.
+        #[arg(long)]
+        version: u64,
+        /// Destroy the version for good instead of deleting it.
+        #[arg(long)]
+        destroy: bool,
     },
 }
 
@@ -174,5 +197,11 @@ fn main() -> anyhow::Result<()> {
                 },
         } => projections::rebuild(&context, &projection),
         Command::Token { scopes, ttl } => token::print(&scopes, ttl),
+        Command::Auth {
+            command: AuthCommand::RotateKey,
+        } => auth::rotate_key(),
+        Command::Auth {
+            command: AuthCommand::RetireKey { version, destroy },
+        } => auth::retire_key(version, destroy),
     }
 }
