@@ -539,6 +539,16 @@ impl TestSystem {
             .unwrap()
     }
 
+    /// The log of the child process of `context` so far.
+    pub fn process_log(&self, context: &str) -> String {
+        self.procs
+            .lock()
+            .unwrap()
+            .get(context)
+            .expect("a child process")
+            .log_text()
+    }
+
     /// SIGKILLs the child process of `context`.
     pub fn kill(&self, context: &str) {
         self.procs

@@ -142,6 +142,11 @@ impl ContextProcess {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// What the process has written to stdout and stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// SIGKILL: no drain, no clean-up, no goodbye.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
