@@ -25,7 +25,8 @@ pub struct CommonSettings {
     pub amqp_url: Secret<String>,
     /// Prefix for every exchange and queue name (isolates tests and environments).
     pub amqp_prefix: String,
-    pub jwt_secret: Secret<String>,
+    /// Where the keys that verify bearer tokens come from (`AUTH__*`).
+    pub jwt_keys: JwtKeys,
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub vault: Option<VaultSettings>,
@@ -34,6 +35,75 @@ pub struct CommonSettings {
     /// `HTTP__RATE_LIMIT_PER_SEC` / `HTTP__RATE_LIMIT_BURST`: per client; beyond, 429.
     pub rate_limit: crate::rate_limit::RateLimit,
     pub outbox: OutboxSettings,
+}
+
+/// Where the keys that verify bearer tokens come from (ADR 0015).
+#[derive(Debug, Clone)]
+pub enum JwtKeys {
+    /// `AUTH__JWT_SECRET`: one HS256 key, key id `dev` (development).
+    Secret(Secret<String>),
+    /// `AUTH__VAULT_PATH` set: Ed25519 public keys from a Vault KV v2 secret.
+    Vault(VaultJwtKeys),
+}
+
+/// Token verification keys in Vault (`<CONTEXT>__AUTH__*`, then `FLEET__AUTH__*`).
+#[derive(Debug, Clone)]
+pub struct VaultJwtKeys {
+    /// `VAULT_MOUNT`: the KV v2 mount (default `secret`).
+    pub mount: String,
+    /// `VAULT_PATH`: the secret whose versions hold the public keys, e.g. `fleet/jwt-signing`.
+    pub path: String,
+    /// `ACCEPTED_KEYS`: how many of the newest live versions are accepted (default 2).
+    pub accepted: usize,
+    /// `KEYS_REFRESH_SECS`: how often the keys are read again (default 60).
+    pub refresh: Duration,
+}
+
+impl JwtKeys {
+    /// The key settings of `context` (use `"fleet"` for the shared ones only).
+    pub fn from_env(context: &str) -> anyhow::Result<Self> {
+        Self::read(&Env::new(context))
+    }
+
+    fn read(env: &Env) -> anyhow::Result<Self> {
+        if let Some(path) = env.get("AUTH", "VAULT_PATH") {
+            let accepted: usize = env.parse("AUTH", "ACCEPTED_KEYS", 2)?;
+            if !(1..=10).contains(&accepted) {
+                bail!(
+                    "{}__AUTH__ACCEPTED_KEYS must be between 1 and 10",
+                    env.context
+                );
+            }
+            let refresh: u64 = env.parse("AUTH", "KEYS_REFRESH_SECS", 60)?;
+            if refresh == 0 {
+                bail!(
+                    "{}__AUTH__KEYS_REFRESH_SECS must be at least 1",
+                    env.context
+                );
+            }
+            if env.get("AUTH", "JWT_SECRET").is_some() {
+                tracing::warn!(
+                    "AUTH__JWT_SECRET is ignored: token keys come from Vault (AUTH__VAULT_PATH)"
+                );
+            }
+            return Ok(Self::Vault(VaultJwtKeys {
+                mount: env
+                    .get("AUTH", "VAULT_MOUNT")
+                    .unwrap_or_else(|| "secret".to_owned()),
+                path,
+                accepted,
+                refresh: Duration::from_secs(refresh),
+            }));
+        }
+        let secret = env.required("AUTH", "JWT_SECRET")?;
+        if secret.len() < 32 {
+            bail!(
+                "{}__AUTH__JWT_SECRET must be at least 32 bytes",
+                env.context
+            );
+        }
+        Ok(Self::Secret(Secret::new(secret)))
+    }
 }
 
 /// How the outbox relay runs (`<CONTEXT>__OUTBOX__*`, then `FLEET__OUTBOX__*`).
@@ -165,11 +235,11 @@ impl CommonSettings {
                     .unwrap_or_else(|| "transit".to_owned()),
             }),
         };
-        let jwt_secret = env.required("AUTH", "JWT_SECRET")?;
-        if jwt_secret.len() < 32 {
+        let jwt_keys = JwtKeys::read(&env)?;
+        if matches!(jwt_keys, JwtKeys::Vault(_)) && vault.is_none() {
             bail!(
-                "{}__AUTH__JWT_SECRET must be at least 32 bytes",
-                context.to_uppercase()
+                "{ctx}__AUTH__VAULT_PATH needs {ctx}__VAULT__ADDR and {ctx}__VAULT__TOKEN",
+                ctx = context.to_uppercase()
             );
         }
         Ok(Self {
@@ -192,7 +262,7 @@ impl CommonSettings {
                     .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
             ),
             amqp_prefix: env.get("AMQP", "PREFIX").unwrap_or_default(),
-            jwt_secret: Secret::new(jwt_secret),
+            jwt_keys,
             jwt_issuer: env
                 .get("AUTH", "ISSUER")
                 .unwrap_or_else(|| "fleet-dev".to_owned()),
@@ -226,5 +296,33 @@ mod tests {
         std::env::set_var("OUTBOXCFGTEST__OUTBOX__MODE", "polling");
         std::env::set_var("OUTBOXCFGTEST__OUTBOX__PRUNE_INTERVAL_SECS", "0");
         assert!(OutboxSettings::from_env("outboxcfgtest").is_err());
+    }
+
+    #[test]
+    fn jwt_keys_come_from_the_secret_or_from_vault() {
+        // A context name of this test's own, so no other test sees these variables.
+        std::env::set_var("JWTKEYSCFGTEST__AUTH__JWT_SECRET", "short");
+        if std::env::var_os("FLEET__AUTH__VAULT_PATH").is_none() {
+            assert!(JwtKeys::from_env("jwtkeyscfgtest").is_err());
+            std::env::set_var("JWTKEYSCFGTEST__AUTH__JWT_SECRET", "k".repeat(32));
+            assert!(matches!(
+                JwtKeys::from_env("jwtkeyscfgtest"),
+                Ok(JwtKeys::Secret(_))
+            ));
+        }
+        std::env::set_var("JWTKEYSCFGTEST__AUTH__VAULT_PATH", "fleet/jwt-signing");
+        std::env::set_var("JWTKEYSCFGTEST__AUTH__KEYS_REFRESH_SECS", "7");
+        match JwtKeys::from_env("jwtkeyscfgtest") {
+            Ok(JwtKeys::Vault(v)) => {
+                assert_eq!(v.path, "fleet/jwt-signing");
+                assert_eq!(v.refresh, Duration::from_secs(7));
+                if std::env::var_os("FLEET__AUTH__ACCEPTED_KEYS").is_none() {
+                    assert_eq!(v.accepted, 2);
+                }
+            }
+            other => panic!("Vault keys expected, got {other:?}"),
+        }
+        std::env::set_var("JWTKEYSCFGTEST__AUTH__ACCEPTED_KEYS", "0");
+        assert!(JwtKeys::from_env("jwtkeyscfgtest").is_err());
     }
 }

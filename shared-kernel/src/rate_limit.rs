@@ -66,8 +66,8 @@ impl ClientLimiter {
 
 /// Who a request counts against: the token's subject when the token is valid, else the
 /// peer address.
-fn client_of(req: &ServiceRequest) -> String {
-    match crate::auth::authenticate(req.request()) {
+async fn client_of(req: &ServiceRequest) -> String {
+    match crate::auth::caller_of(req.request()).await {
         Ok(caller) => format!("sub:{}", caller.subject),
         Err(_) => format!(
             "ip:{}",
@@ -85,8 +85,8 @@ pub async fn limit_rate(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let limited = req.path().starts_with("/v1/");
-    let verdict = match req.app_data::<web::Data<ClientLimiter>>() {
-        Some(limiter) if limited => limiter.check(&client_of(&req)),
+    let verdict = match req.app_data::<web::Data<ClientLimiter>>().cloned() {
+        Some(limiter) if limited => limiter.check(&client_of(&req).await),
         _ => Ok(()),
     };
     if let Err(wait_secs) = verdict {

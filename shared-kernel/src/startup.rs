@@ -12,6 +12,8 @@ use std::time::Duration;
 pub struct Plumbing {
     pub pool: PgPool,
     pub broker: Arc<Broker>,
+    /// Checks bearer tokens with the keys the settings name (refreshed in `tasks`).
+    pub verifier: Arc<crate::auth::JwtVerifier>,
     /// The relay and the metrics watchers: aborted at shutdown.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The consumers: told to stop at shutdown, and waited for.
@@ -71,7 +73,9 @@ pub async fn start(
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });
-    let tasks = vec![relay, pool_metrics];
+    let (verifier, key_refresh) = crate::auth::start_verifier(common).await?;
+    let mut tasks = vec![relay, pool_metrics];
+    tasks.extend(key_refresh);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut consumers = Vec::new();
     let subscriptions = subscribe(&pool, &topology);
@@ -91,6 +95,7 @@ pub async fn start(
     Ok(Plumbing {
         pool,
         broker,
+        verifier,
         tasks,
         consumers,
         stop,
@@ -212,11 +217,7 @@ pub fn application<F>(
 where
     F: Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
 {
-    let verifier = actix_web::web::Data::new(crate::auth::JwtVerifier::new(
-        &common.jwt_secret,
-        &common.jwt_issuer,
-        &common.jwt_audience,
-    ));
+    let verifier = actix_web::web::Data::from(plumbing.verifier.clone());
     let config = crate::server::ServerConfig {
         host: common.host.clone(),
         port: common.port,

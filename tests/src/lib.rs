@@ -15,7 +15,7 @@ pub mod reconcile;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use shared_kernel::auth::{JwtIssuer, ALL_SCOPES};
-use shared_kernel::config::{CommonSettings, VaultSettings};
+use shared_kernel::config::{CommonSettings, JwtKeys, VaultSettings};
 use shared_kernel::secrets::Secret;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,15 +74,36 @@ impl TestSystem {
     /// Starts the system with the contexts named in `processes` as child processes
     /// (which a test can kill and restart) and the others in this process.
     pub async fn start_with(processes: &[&str]) -> Self {
-        Self::start_custom(processes, None).await
+        Self::start_custom(processes, None, None).await
     }
 
     /// Starts the system with this Vault (address, token) instead of the shared one.
     pub async fn start_with_vault(addr: &str, token: &str) -> Self {
-        Self::start_custom(&[], Some((addr.to_owned(), token.to_owned()))).await
+        Self::start_custom(&[], Some((addr.to_owned(), token.to_owned())), None).await
     }
 
-    async fn start_custom(processes: &[&str], vault: Option<(String, String)>) -> Self {
+    /// Starts the system with this Vault and these token keys (e.g. keys from Vault),
+    /// with the contexts named in `processes` as child processes. `self.issuer` still
+    /// signs with the development key, which such a system does not accept.
+    pub async fn start_with_keys(
+        processes: &[&str],
+        addr: &str,
+        token: &str,
+        keys: JwtKeys,
+    ) -> Self {
+        Self::start_custom(
+            processes,
+            Some((addr.to_owned(), token.to_owned())),
+            Some(keys),
+        )
+        .await
+    }
+
+    async fn start_custom(
+        processes: &[&str],
+        vault: Option<(String, String)>,
+        keys: Option<JwtKeys>,
+    ) -> Self {
         logs::install();
         let infra = infra::Infra::get().await;
         let vault = vault.or_else(|| infra.vault.clone());
@@ -100,7 +121,7 @@ impl TestSystem {
             database_pool_size: 5,
             amqp_url: Secret::new(infra.amqp_url.clone()),
             amqp_prefix: prefix.clone(),
-            jwt_secret: secret.clone(),
+            jwt_keys: keys.unwrap_or_else(|| JwtKeys::Secret(secret.clone())),
             jwt_issuer: JWT_ISSUER.to_owned(),
             jwt_audience: JWT_AUDIENCE.to_owned(),
             vault: vault.as_ref().map(|(addr, token)| VaultSettings {
@@ -517,6 +538,16 @@ impl TestSystem {
         shared_kernel::amqp::parking::list(&broker, &queue, 1000)
             .await
             .unwrap()
+    }
+
+    /// The log of the child process of `context` so far.
+    pub fn process_log(&self, context: &str) -> String {
+        self.procs
+            .lock()
+            .unwrap()
+            .get(context)
+            .expect("a child process")
+            .log_text()
     }
 
     /// SIGKILLs the child process of `context`.

@@ -3,7 +3,7 @@
 //! Each is its release binary from the build (`cargo build --bins`), configured only
 //! through its environment, like a deployment.
 
-use shared_kernel::config::CommonSettings;
+use shared_kernel::config::{CommonSettings, JwtKeys};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,10 +38,6 @@ pub fn env_of(context: &str, common: &CommonSettings, port: u16) -> Vec<(String,
             common.amqp_url.expose().clone(),
         ),
         (format!("{ctx}__AMQP__PREFIX"), common.amqp_prefix.clone()),
-        (
-            format!("{ctx}__AUTH__JWT_SECRET"),
-            common.jwt_secret.expose().clone(),
-        ),
         (format!("{ctx}__AUTH__ISSUER"), common.jwt_issuer.clone()),
         (
             format!("{ctx}__AUTH__AUDIENCE"),
@@ -57,6 +53,23 @@ pub fn env_of(context: &str, common: &CommonSettings, port: u16) -> Vec<(String,
             common.outbox.lease.as_secs().to_string(),
         ),
     ];
+    match &common.jwt_keys {
+        JwtKeys::Secret(secret) => {
+            env.push((format!("{ctx}__AUTH__JWT_SECRET"), secret.expose().clone()));
+        }
+        JwtKeys::Vault(keys) => {
+            env.push((format!("{ctx}__AUTH__VAULT_MOUNT"), keys.mount.clone()));
+            env.push((format!("{ctx}__AUTH__VAULT_PATH"), keys.path.clone()));
+            env.push((
+                format!("{ctx}__AUTH__ACCEPTED_KEYS"),
+                keys.accepted.to_string(),
+            ));
+            env.push((
+                format!("{ctx}__AUTH__KEYS_REFRESH_SECS"),
+                keys.refresh.as_secs().to_string(),
+            ));
+        }
+    }
     if let Some(v) = &common.vault {
         env.push((format!("{ctx}__VAULT__ADDR"), v.addr.clone()));
         env.push((format!("{ctx}__VAULT__TOKEN"), v.token.expose().clone()));
@@ -127,6 +140,11 @@ impl ContextProcess {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What the process has written to stdout and stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGKILL: no drain, no clean-up, no goodbye.

@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod audit;
+mod auth;
 mod bench;
 mod contracts;
 mod db;
@@ -63,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Token signing keys in Vault: rotate, retire.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
     /// Parked messages: list them, or return them to their queues.
     Events {
         #[command(subcommand)]
@@ -73,13 +79,30 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
-    /// Prints a signed development JWT (all scopes unless --scope is given).
+    /// Prints a signed JWT (all scopes unless --scope is given): with the newest key in
+    /// Vault when FLEET__AUTH__VAULT_PATH is set, else with the development key.
     Token {
         #[arg(long = "scope")]
         scopes: Vec<String>,
         /// Token lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Writes a new Ed25519 signing key as the newest version of the Vault secret;
+    /// prints {"kid":..,"version":..}. The previous key stays accepted.
+    RotateKey,
+    /// Deletes one version of the Vault secret, so services stop accepting its key.
+    RetireKey {
+        /// The version to retire.
+        #[arg(long)]
+        version: u64,
+        /// Destroy the version for good instead of deleting it.
+        #[arg(long)]
+        destroy: bool,
     },
 }
 
@@ -199,5 +222,11 @@ fn main() -> anyhow::Result<()> {
                 },
         } => audit::verify(&context, database_url.as_deref()),
         Command::Token { scopes, ttl } => token::print(&scopes, ttl),
+        Command::Auth {
+            command: AuthCommand::RotateKey,
+        } => auth::rotate_key(),
+        Command::Auth {
+            command: AuthCommand::RetireKey { version, destroy },
+        } => auth::retire_key(version, destroy),
     }
 }

@@ -32,6 +32,16 @@ pub fn run() -> anyhow::Result<()> {
                 (Some(v), a, t)
             }
         };
+    if let Ok(shared_kernel::config::JwtKeys::Vault(keys)) =
+        shared_kernel::config::JwtKeys::from_env("fleet")
+    {
+        anyhow::ensure!(
+            _vault.is_none(),
+            "FLEET__AUTH__VAULT_PATH needs VAULT_ADDR and VAULT_TOKEN, so that `cargo xtask token` \
+             reaches the same Vault as the services"
+        );
+        crate::auth::ensure_key(&keys.mount, &keys.path)?;
+    }
     db::migrate()?;
     let bin = dev::build_services()?;
     let secret = dev::jwt_secret()?;

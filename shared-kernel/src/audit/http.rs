@@ -35,7 +35,8 @@ pub async fn record(
         return next.call(req).await;
     };
     let at = chrono::Utc::now();
-    let subject = crate::auth::authenticate(req.request())
+    let subject = crate::auth::caller_of(req.request())
+        .await
         .map(|c| c.subject)
         .unwrap_or_else(|_| ANONYMOUS.to_owned());
     let source = req
