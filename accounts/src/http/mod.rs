@@ -3,8 +3,6 @@
 mod accounts;
 mod cards;
 
-pub use cards::{FINGERPRINT_KEY, PAN_KEY};
-
 use actix_web::web;
 use shared_kernel::http::resource;
 
