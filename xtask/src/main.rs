@@ -7,6 +7,7 @@ mod db;
 mod dev;
 mod events;
 mod fuzz;
+mod keys;
 mod pg;
 mod projections;
 mod test;
@@ -63,6 +64,12 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// The card-number encryption key: status, rotation, re-wrap and retirement of old
+    /// versions (the fingerprint key is never rotated).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Projections of other contexts' events.
     Projections {
         #[command(subcommand)]
@@ -107,6 +114,24 @@ enum EventsCommand {
         #[arg(long)]
         event_id: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// The key versions, and how many stored card ciphertexts are on each.
+    Status,
+    /// Adds a version to the transit key `pan`; new cards are encrypted with it.
+    Rotate,
+    /// Re-wraps every stored card ciphertext not on the newest `pan` version (in Vault;
+    /// no plaintext leaves it).
+    Rewrap {
+        /// Cards per database transaction.
+        #[arg(long, default_value_t = accounts::card_keys::DEFAULT_BATCH)]
+        batch: i64,
+    },
+    /// Retires the `pan` versions older than the newest (min_decryption_version); refused
+    /// while any stored ciphertext is older.
+    Retire,
 }
 
 #[derive(Subcommand)]
@@ -166,6 +191,12 @@ fn main() -> anyhow::Result<()> {
         Command::Events {
             command: EventsCommand::ReplayParked { queue, event_id },
         } => events::replay(queue.as_deref(), event_id.as_deref()),
+        Command::Keys { command } => match command {
+            KeysCommand::Status => keys::status(),
+            KeysCommand::Rotate => keys::rotate(),
+            KeysCommand::Rewrap { batch } => keys::rewrap(batch),
+            KeysCommand::Retire => keys::retire(),
+        },
         Command::Projections {
             command:
                 ProjectionsCommand::Rebuild {
