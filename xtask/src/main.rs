@@ -58,7 +58,6 @@ enum Command {
         #[command(subcommand)]
         command: ContractsCommand,
     },
-    /// Prints a signed development JWT (all scopes unless --scope is given).
     /// Parked messages: list them, or return them to their queues.
     Events {
         #[command(subcommand)]
@@ -75,6 +74,8 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Prints a signed development JWT (the default scopes unless --scope is given;
+    /// `cards:reveal` only when asked for).
     Token {
         #[arg(long = "scope")]
         scopes: Vec<String>,
