@@ -1,5 +1,6 @@
 //! accounts: business accounts, cards, and the double-entry ledger.
 
+pub mod card_keys;
 pub mod consumers;
 pub mod domain;
 pub mod events;
@@ -69,13 +70,16 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     let transit = match &common.vault {
         Some(v) => {
             let t = Transit::new(v)?;
-            if let Err(e) = t.ensure_keys(&[http::PAN_KEY, http::FINGERPRINT_KEY]).await {
-                tracing::warn!(error = %e, "Vault transit is not ready; card issuance will fail until it is");
+            if let Err(e) = t
+                .ensure_keys(&[card_keys::PAN_KEY, card_keys::FINGERPRINT_KEY])
+                .await
+            {
+                tracing::warn!(error = %e, "Vault transit is not ready; card issuance and reveal will fail until it is");
             }
             Some(t)
         }
         None => {
-            tracing::warn!("no Vault configured: card issuance is disabled");
+            tracing::warn!("no Vault configured: card issuance and reveal are disabled");
             None
         }
     };
@@ -97,13 +101,13 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
                     // Within the probe's budget: a Vault that hangs is a Vault that is down.
                     Some(t) => tokio::time::timeout(
                         std::time::Duration::from_millis(800),
-                        t.ready(http::PAN_KEY),
+                        t.ready(card_keys::PAN_KEY),
                     )
                     .await
                     .unwrap_or(false),
                     None => false,
                 };
-                // Only card issuance needs Vault: reads and everything else go on.
+                // Only card issuance and reveal need Vault: reads and everything else go on.
                 checks.push(shared_kernel::http::Check {
                     name: "vault",
                     up: vault_ok,

@@ -1,11 +1,17 @@
 //! A Vault (OpenBao) client for the transit engine, through vaultrs.
 //!
 //! Card numbers are encrypted by the transit engine; this process never holds the key.
+//! Besides encrypting, decrypting and fingerprinting, `Transit` offers what key
+//! rotation needs (ADR 0014): read a key's versions, rotate it, re-wrap a ciphertext
+//! under the newest version without ever seeing the plaintext, and retire old versions.
 
 use crate::config::VaultSettings;
+use crate::secrets::Secret;
 use anyhow::Context;
 use base64::Engine;
+use vaultrs::api::transit::responses::ReadKeyData;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
 
 pub struct Transit {
     client: VaultClient,
@@ -62,26 +68,79 @@ impl Transit {
         Ok(resp.ciphertext)
     }
 
-    pub async fn decrypt(&self, key: &str, ciphertext: &str) -> anyhow::Result<Vec<u8>> {
+    /// Decrypts a `vault:vN:…` ciphertext of `key`. The plaintext comes back as a
+    /// `Secret`, so it cannot be printed by accident.
+    pub async fn decrypt(&self, key: &str, ciphertext: &str) -> anyhow::Result<Secret<Vec<u8>>> {
         let resp =
             vaultrs::transit::data::decrypt(&self.client, &self.mount, key, ciphertext, None)
                 .await
                 .context("transit decrypt")?;
         base64::engine::general_purpose::STANDARD
             .decode(resp.plaintext)
+            .map(Secret::new)
             .context("decoding plaintext")
     }
 
-    /// Keyed fingerprint, pinned to key version 1 so it stays stable across rotations.
-    pub async fn fingerprint(&self, key: &str, input: &[u8]) -> anyhow::Result<String> {
+    /// Keyed fingerprint (HMAC) with version `key_version` of `key`. A fingerprint used as
+    /// a blind index must pin one version, so it stays the same when the key rotates.
+    pub async fn fingerprint(
+        &self,
+        key: &str,
+        key_version: u64,
+        input: &[u8],
+    ) -> anyhow::Result<String> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(input);
         let mut opts = vaultrs::api::transit::requests::GenerateHmacRequest::builder();
-        opts.key_version(1u64);
+        opts.key_version(key_version);
         let resp =
             vaultrs::transit::generate::hmac(&self.client, &self.mount, key, &b64, Some(&mut opts))
                 .await
                 .context("transit hmac")?;
         Ok(resp.hmac)
+    }
+
+    /// The versions of `key`: its newest, and the oldest it still decrypts.
+    pub async fn key_info(&self, key: &str) -> anyhow::Result<KeyInfo> {
+        let resp = vaultrs::transit::key::read(&self.client, &self.mount, key)
+            .await
+            .with_context(|| format!("reading transit key {key}"))?;
+        // The key map lists only the versions still usable (min_decryption_version and up);
+        // the newest is the highest of them.
+        let latest_version = match &resp.keys {
+            ReadKeyData::Symmetric(keys) => keys.keys().filter_map(|k| k.parse().ok()).max(),
+            ReadKeyData::Asymmetric(keys) => keys.keys().filter_map(|k| k.parse().ok()).max(),
+        }
+        .with_context(|| format!("transit key {key} lists no versions"))?;
+        Ok(KeyInfo {
+            latest_version,
+            min_decryption_version: resp.min_decryption_version,
+        })
+    }
+
+    /// Adds a new version to `key`; new encryptions use it from now on.
+    pub async fn rotate(&self, key: &str) -> anyhow::Result<()> {
+        vaultrs::transit::key::rotate(&self.client, &self.mount, key)
+            .await
+            .with_context(|| format!("rotating transit key {key}"))
+    }
+
+    /// Re-encrypts `ciphertext` under the newest version of `key` inside Vault: the
+    /// plaintext never leaves it. Returns the new `vault:vN:…`.
+    pub async fn rewrap(&self, key: &str, ciphertext: &str) -> anyhow::Result<String> {
+        let resp = vaultrs::transit::data::rewrap(&self.client, &self.mount, key, ciphertext, None)
+            .await
+            .context("transit rewrap")?;
+        Ok(resp.ciphertext)
+    }
+
+    /// Sets the oldest version of `key` that may still decrypt; older versions are retired
+    /// (their ciphertexts can no longer be decrypted or re-wrapped).
+    pub async fn set_min_decryption_version(&self, key: &str, version: u64) -> anyhow::Result<()> {
+        let mut opts = vaultrs::api::transit::requests::UpdateKeyConfigurationRequest::builder();
+        opts.min_decryption_version(version);
+        vaultrs::transit::key::update(&self.client, &self.mount, key, Some(&mut opts))
+            .await
+            .with_context(|| format!("setting min_decryption_version of transit key {key}"))
     }
 
     /// Whether Vault answers and `key` exists in the transit mount (readiness).
@@ -90,6 +149,27 @@ impl Transit {
             .await
             .is_ok()
     }
+}
+
+/// A transit key's versions, as Vault reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The version new encryptions and re-wraps use.
+    pub latest_version: u64,
+    /// The oldest version that still decrypts; older ones are retired.
+    pub min_decryption_version: u64,
+}
+
+/// Whether Vault answered and refused the request as invalid (status 400: a malformed
+/// ciphertext, or one whose key version is retired), as opposed to not answering or
+/// failing on its side. The first is a problem with the data, the second an outage.
+pub fn refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<ClientError>(),
+            Some(ClientError::APIError { code: 400, .. })
+        )
+    })
 }
 
 fn url_ok(addr: &str) -> anyhow::Result<&str> {

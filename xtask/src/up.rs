@@ -18,7 +18,7 @@ pub fn run() -> anyhow::Result<()> {
         dev::answers("127.0.0.1:5672") || std::env::var("FLEET__AMQP__URL").is_ok(),
         "RabbitMQ does not answer on 127.0.0.1:5672"
     );
-    let (_vault, vault_addr, vault_token) =
+    let (dev_vault, vault_addr, vault_token) =
         match (std::env::var("VAULT_ADDR"), std::env::var("VAULT_TOKEN")) {
             (Ok(addr), Ok(token)) => (None, addr, token),
             _ => {
@@ -36,12 +36,17 @@ pub fn run() -> anyhow::Result<()> {
         shared_kernel::config::JwtKeys::from_env("fleet")
     {
         anyhow::ensure!(
-            _vault.is_none(),
+            dev_vault.is_none(),
             "FLEET__AUTH__VAULT_PATH needs VAULT_ADDR and VAULT_TOKEN, so that `cargo xtask token` \
              reaches the same Vault as the services"
         );
         crate::auth::ensure_key(&keys.mount, &keys.path)?;
     }
+    // While this runs, `cargo xtask keys` finds the development OpenBao through `.dev/vault`.
+    let _vault_file = match &dev_vault {
+        Some(_) => Some(dev::remember_dev_vault(&vault_addr, &vault_token)?),
+        None => None,
+    };
     db::migrate()?;
     let bin = dev::build_services()?;
     let secret = dev::jwt_secret()?;
@@ -76,7 +81,7 @@ pub fn run() -> anyhow::Result<()> {
                 let _ = c.kill();
                 let _ = c.wait();
             }
-            return Ok(()); // the development OpenBao stops when `_vault` drops
+            return Ok(()); // the development OpenBao stops when `dev_vault` drops
         }
         let mut stopped = None;
         for (name, child) in children.iter_mut() {

@@ -2,4 +2,5 @@
 
 pub mod account;
 pub mod card;
+pub mod card_keys;
 pub mod ledger;

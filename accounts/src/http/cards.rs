@@ -1,3 +1,4 @@
+use crate::card_keys::{FINGERPRINT_KEY, FINGERPRINT_KEY_VERSION, PAN_KEY};
 use crate::domain::card::{check_expiry, parse_cardholder_name, Pan};
 use crate::store::cards::{issue_card, CardRow, IssueError};
 use crate::AppState;
@@ -12,10 +13,6 @@ use shared_kernel::ids::CardId;
 use shared_kernel::problem::Violations;
 use shared_kernel::Problem;
 use uuid::Uuid;
-
-/// Transit key that encrypts card numbers, and the one that fingerprints them.
-pub const PAN_KEY: &str = "pan";
-pub const FINGERPRINT_KEY: &str = "pan-fingerprint";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,7 +111,11 @@ pub async fn issue(
         .await
         .map_err(vault_down)?;
     let fingerprint = transit
-        .fingerprint(FINGERPRINT_KEY, pan.expose().as_bytes())
+        .fingerprint(
+            FINGERPRINT_KEY,
+            FINGERPRINT_KEY_VERSION,
+            pan.expose().as_bytes(),
+        )
         .await
         .map_err(vault_down)?;
     let row = CardRow {

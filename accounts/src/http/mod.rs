@@ -2,8 +2,7 @@
 
 mod accounts;
 mod cards;
-
-pub use cards::{FINGERPRINT_KEY, PAN_KEY};
+mod reveal;
 
 use actix_web::web;
 use shared_kernel::http::resource;
@@ -17,6 +16,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 resource("/accounts/{id}/ledger-entries", "GET")
                     .route(web::get().to(accounts::ledger_entries)),
             )
-            .service(resource("/accounts/{id}/cards", "POST").route(web::post().to(cards::issue))),
+            .service(resource("/accounts/{id}/cards", "POST").route(web::post().to(cards::issue)))
+            .service(resource("/cards/{id}/reveal", "POST").route(web::post().to(reveal::reveal))),
     );
 }

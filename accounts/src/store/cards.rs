@@ -60,3 +60,12 @@ pub fn issue_card(conn: &mut PgConnection, card: &CardRow) -> Result<(), IssueEr
         Ok(())
     })
 }
+
+/// The stored card with this id.
+pub fn find_card(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<CardRow>> {
+    cards::table
+        .find(id)
+        .select(CardRow::as_select())
+        .first(conn)
+        .optional()
+}

@@ -1,5 +1,6 @@
 //! accounts' persistence: diesel models and the transactions of each use case.
 
+pub mod card_keys;
 pub mod cards;
 pub mod ledger;
 pub mod schema;
