@@ -38,7 +38,7 @@ pub struct AppState {
 
 /// Runs the migrations of the `payments` schema.
 pub fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    db::migrate(settings.common.database_url.expose(), SCHEMA, MIGRATIONS)
+    db::migrate(settings.common.migration_url().expose(), SCHEMA, MIGRATIONS)
 }
 
 /// Migrates, connects, starts the relay and the consumers, and binds the port

@@ -20,7 +20,14 @@ pub struct VaultSettings {
 pub struct CommonSettings {
     pub host: String,
     pub port: u16,
+    /// `DATABASE__URL`: what the service runs as (the context's runtime role).
     pub database_url: Secret<String>,
+    /// `DATABASE__MIGRATION_URL`: what migrations run as (the schema's owner role);
+    /// `DATABASE__URL` when unset.
+    pub migration_url: Option<Secret<String>>,
+    /// `DATABASE__MIGRATE_ON_START` (default true): `serve` runs pending migrations first.
+    /// Off where a separate job runs `<context> migrate` (the runtime role cannot).
+    pub migrate_on_start: bool,
     pub database_pool_size: u32,
     pub amqp_url: Secret<String>,
     /// Prefix for every exchange and queue name (isolates tests and environments).
@@ -223,6 +230,11 @@ impl Env {
 }
 
 impl CommonSettings {
+    /// The URL migrations run with.
+    pub fn migration_url(&self) -> &Secret<String> {
+        self.migration_url.as_ref().unwrap_or(&self.database_url)
+    }
+
     pub fn from_env(context: &str, default_port: u16) -> anyhow::Result<Self> {
         let env = Env::new(context);
         let vault = match env.get("VAULT", "ADDR") {
@@ -256,6 +268,8 @@ impl CommonSettings {
                 }
             },
             database_url: Secret::new(env.required("DATABASE", "URL")?),
+            migration_url: env.get("DATABASE", "MIGRATION_URL").map(Secret::new),
+            migrate_on_start: env.parse("DATABASE", "MIGRATE_ON_START", true)?,
             database_pool_size: env.parse("DATABASE", "POOL_SIZE", 10)?,
             amqp_url: Secret::new(
                 env.get("AMQP", "URL")

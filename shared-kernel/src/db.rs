@@ -69,8 +69,10 @@ pub fn migrate(url: &str, schema: &str, migrations: EmbeddedMigrations) -> anyho
     check_schema_name(schema)?;
     let mut conn =
         PgConnection::establish(url).context("connecting to PostgreSQL for migrations")?;
+    // An owner role without CREATE on the database finds its schema made for it.
     conn.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+        "DO $$ BEGIN IF to_regnamespace('{schema}') IS NULL THEN CREATE SCHEMA {schema}; END IF; END $$; \
+         SET search_path TO {schema}"
     ))
     .context("preparing the schema")?;
     conn.run_pending_migrations(migrations)

@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod problem;
 pub mod rate_limit;
 pub mod replay;
+pub mod roles;
 pub mod secrets;
 pub mod server;
 pub mod startup;

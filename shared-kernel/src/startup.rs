@@ -24,7 +24,7 @@ pub struct Plumbing {
 /// How long a stopping service waits for its consumers to finish the message in hand.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
-/// Migrates `schema`, then starts the relay of `context`'s outbox and the consumers
+/// Migrates `schema` (unless `DATABASE__MIGRATE_ON_START` is off), then starts the relay of `context`'s outbox and the consumers
 /// that `subscribe` returns. Must be called inside a tokio runtime.
 pub async fn start(
     common: &CommonSettings,
@@ -34,8 +34,11 @@ pub async fn start(
     events: EventTypes,
     subscribe: impl FnOnce(&PgPool, &Topology) -> Vec<(Subscription, Handler)>,
 ) -> anyhow::Result<Plumbing> {
-    let url = common.database_url.clone();
-    tokio::task::spawn_blocking(move || db::migrate(url.expose(), schema, migrations)).await??;
+    if common.migrate_on_start {
+        let url = common.migration_url().clone();
+        tokio::task::spawn_blocking(move || db::migrate(url.expose(), schema, migrations))
+            .await??;
+    }
     let pool = db::pool(
         common.database_url.expose(),
         schema,

@@ -146,11 +146,50 @@ impl TestDatabase {
             Some((base, _)) => format!("{base}/{name}"),
             None => panic!("admin URL has no database part"),
         };
-        Self {
+        let db = Self {
             name,
             url,
             admin_url: admin_url.to_owned(),
-        }
+        };
+        db.provision_roles().await;
+        db
+    }
+
+    /// Gives every context its owner and runtime roles in this database (ADR 0017). The
+    /// runtime roles may read replication slots only when the suite runs the cdc relay.
+    async fn provision_roles(&self) {
+        let cdc = std::env::var("FLEET__OUTBOX__MODE").is_ok_and(|m| m == "cdc");
+        let url = self.url.clone();
+        tokio::task::spawn_blocking(move || {
+            use diesel::Connection;
+            let mut conn = diesel::PgConnection::establish(&url).expect("admin connection");
+            for schema in ["accounts", "payments", "settlement"] {
+                shared_kernel::roles::provision(&mut conn, schema, cdc).expect("roles provisioned");
+            }
+        })
+        .await
+        .expect("provisioning task");
+    }
+
+    /// This database as `role` (trust authentication on the test machine).
+    pub fn url_as(&self, role: &str) -> String {
+        shared_kernel::roles::url_as(&self.url, role).expect("a PostgreSQL URL")
+    }
+
+    /// `common` for one context: it runs as `<context>_app` and migrates as
+    /// `<context>_owner`.
+    pub fn settings_for(
+        &self,
+        context: &str,
+        common: &shared_kernel::config::CommonSettings,
+    ) -> shared_kernel::config::CommonSettings {
+        let roles = shared_kernel::roles::of(context).expect("a context name");
+        let mut own = common.clone();
+        own.database_url = shared_kernel::secrets::Secret::new(self.url_as(&roles.app));
+        own.migration_url = Some(shared_kernel::secrets::Secret::new(
+            self.url_as(&roles.owner),
+        ));
+        own
     }
 
     pub async fn drop_now(self) {

@@ -118,6 +118,8 @@ impl TestSystem {
             host: "127.0.0.1".to_owned(),
             port: 0,
             database_url: Secret::new(database.url.clone()),
+            migration_url: None,
+            migrate_on_start: true,
             database_pool_size: 5,
             amqp_url: Secret::new(infra.amqp_url.clone()),
             amqp_prefix: prefix.clone(),
@@ -143,6 +145,8 @@ impl TestSystem {
         let mut procs = std::collections::HashMap::new();
         let mut urls = Vec::new();
         for ctx in ["accounts", "payments", "settlement"] {
+            // Each context migrates as its schema's owner and runs as its runtime role.
+            let common = database.settings_for(ctx, &common);
             if processes.contains(&ctx) {
                 let port = procs::free_port();
                 let p = procs::ContextProcess::spawn(ctx, procs::env_of(ctx, &common, port), port);

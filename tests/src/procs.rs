@@ -70,6 +70,12 @@ pub fn env_of(context: &str, common: &CommonSettings, port: u16) -> Vec<(String,
             ));
         }
     }
+    if let Some(url) = &common.migration_url {
+        env.push((
+            format!("{ctx}__DATABASE__MIGRATION_URL"),
+            url.expose().clone(),
+        ));
+    }
     if let Some(v) = &common.vault {
         env.push((format!("{ctx}__VAULT__ADDR"), v.addr.clone()));
         env.push((format!("{ctx}__VAULT__TOKEN"), v.token.expose().clone()));

@@ -50,7 +50,8 @@ impl Keys<'_> {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
+            + &String::from_utf8_lossy(&out.stderr)
+            + &format!("({})", out.status);
         (out.status.success(), text)
     }
 

@@ -96,6 +96,17 @@ fn the_rules_catch_broken_manifests() {
             "Deployment fleet-cards/accounts: container accounts: allowPrivilegeEscalation is not false",
         ),
         (
+            "the schema owner's URL in the service",
+            |o| {
+                let c = container_mut(o, "Deployment", "payments");
+                c["env"].as_array_mut().unwrap().push(json!({
+                    "name": "PAYMENTS__DATABASE__MIGRATION_URL",
+                    "valueFrom": {"secretKeyRef": {"name": "payments-secrets", "key": "migration-database-url"}}
+                }));
+            },
+            "Deployment fleet-cards/payments: holds the schema owner's URL",
+        ),
+        (
             "no readiness probe",
             |o| {
                 let c = container_mut(o, "Deployment", "settlement");

@@ -27,14 +27,23 @@ pub fn ensure_database() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs each context's own `migrate` command, as a deployment's migration job would.
+/// Gives each context its owner and runtime roles in the development database (ADR 0017),
+/// then runs each context's own `migrate` command as its owner, as a deployment's
+/// migration job would.
 pub fn migrate() -> anyhow::Result<()> {
     ensure_database()?;
+    let mut conn = diesel::PgConnection::establish(&dev::dev_database_url())
+        .context("connecting to the development database as admin")?;
+    let cdc = std::env::var("FLEET__OUTBOX__MODE").is_ok_and(|m| m == "cdc");
+    for ctx in dev::CONTEXTS {
+        shared_kernel::roles::provision(&mut conn, ctx, cdc)?;
+    }
     let bin = dev::build_services()?;
     for ctx in dev::CONTEXTS {
+        let env = dev::database_env(ctx)?;
         let status = Command::new(bin.join(ctx))
             .arg("migrate")
-            .env("FLEET__DATABASE__URL", dev::dev_database_url())
+            .envs(env)
             .env("FLEET__AUTH__JWT_SECRET", dev::jwt_secret()?)
             .status()
             .with_context(|| format!("running {ctx} migrate"))?;

@@ -32,6 +32,24 @@ pub fn dev_database_url() -> String {
     })
 }
 
+/// The database variables of one context in development: it runs as `<ctx>_app` and
+/// migrates as `<ctx>_owner` (trust authentication on the local PostgreSQL).
+pub fn database_env(context: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let roles = shared_kernel::roles::of(context)?;
+    let url = dev_database_url();
+    let ctx = context.to_uppercase();
+    Ok(vec![
+        (
+            format!("{ctx}__DATABASE__URL"),
+            shared_kernel::roles::url_as(&url, &roles.app)?,
+        ),
+        (
+            format!("{ctx}__DATABASE__MIGRATION_URL"),
+            shared_kernel::roles::url_as(&url, &roles.owner)?,
+        ),
+    ])
+}
+
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(cargo)

@@ -54,7 +54,7 @@ pub fn run() -> anyhow::Result<()> {
     for ctx in dev::CONTEXTS {
         let child = Command::new(bin.join(ctx))
             .arg("serve")
-            .env("FLEET__DATABASE__URL", dev::dev_database_url())
+            .envs(dev::database_env(ctx)?)
             .env("FLEET__AUTH__JWT_SECRET", &secret)
             .env("FLEET__VAULT__ADDR", &vault_addr)
             .env("FLEET__VAULT__TOKEN", &vault_token)

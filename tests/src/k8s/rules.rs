@@ -464,12 +464,32 @@ pub fn check_companions(d: &Value, objects: &[Value], prod: bool, problems: &mut
                     c["image"]
                 ));
             }
-            if secret_refs(c) != secret_refs(jc) {
+            // The Job holds the schema owner's URL besides the service's secrets; the
+            // service never does (ADR 0017).
+            let owner = |refs: &BTreeSet<String>| -> Vec<String> {
+                refs.iter()
+                    .filter(|r| r.contains("__DATABASE__MIGRATION_URL="))
+                    .cloned()
+                    .collect()
+            };
+            let (service, job) = (secret_refs(c), secret_refs(jc));
+            if !owner(&service).is_empty() {
                 problems.push(format!(
-                    "{}: takes other secrets than {at}: {:?} vs {:?}",
+                    "{at}: holds the schema owner's URL {:?}",
+                    owner(&service)
+                ));
+            }
+            let job_rest: BTreeSet<String> = job
+                .iter()
+                .filter(|r| !r.contains("__DATABASE__MIGRATION_URL="))
+                .cloned()
+                .collect();
+            if owner(&job).len() != 1 || job_rest != service {
+                problems.push(format!(
+                    "{}: takes other secrets than {at} plus the owner's URL: {:?} vs {:?}",
                     id(j),
-                    secret_refs(jc),
-                    secret_refs(c)
+                    job,
+                    service
                 ));
             }
         }
