@@ -98,13 +98,15 @@ async fn start_dev_vault() -> Option<(String, String)> {
     let port = crate::procs::free_port();
     let token = uuid::Uuid::new_v4().to_string();
     let script = format!(
-        "{bao} server -dev -dev-root-token-id={token} -dev-listen-address=127.0.0.1:{port} >/dev/null 2>&1 & B=$!; \
+        "{bao} server -dev -dev-listen-address=127.0.0.1:{port} >/dev/null 2>&1 & B=$!; \
          while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill $B",
         pid = std::process::id()
     );
+    // The root token goes by the environment, never on a command line.
     Command::new("sh")
         .arg("-c")
         .arg(script)
+        .env("VAULT_DEV_ROOT_TOKEN_ID", &token)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -229,7 +231,8 @@ impl OwnVault {
         let port = crate::procs::free_port();
         let token = uuid::Uuid::new_v4().to_string();
         let child = Command::new(bao())
-            .args(["server", "-dev", &format!("-dev-root-token-id={token}")])
+            .args(["server", "-dev"])
+            .env("VAULT_DEV_ROOT_TOKEN_ID", &token)
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

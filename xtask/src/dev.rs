@@ -211,7 +211,8 @@ impl DevVault {
         let token = random_hex(16)?;
         let child = Command::new(bao()?)
             .args(["server", "-dev", "-dev-no-store-token"])
-            .arg(format!("-dev-root-token-id={token}"))
+            // The root token goes by the environment, never on a command line.
+            .env("VAULT_DEV_ROOT_TOKEN_ID", &token)
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
