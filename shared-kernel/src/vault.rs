@@ -20,18 +20,8 @@ pub struct Transit {
 
 impl Transit {
     pub fn new(settings: &VaultSettings) -> anyhow::Result<Self> {
-        let url = url_ok(&settings.addr)?;
-        let client = VaultClient::new(
-            VaultClientSettingsBuilder::default()
-                .address(url)
-                .token(settings.token.expose().clone())
-                .timeout(Some(std::time::Duration::from_secs(5)))
-                .build()
-                .context("building the Vault client settings")?,
-        )
-        .context("building the Vault client")?;
         Ok(Self {
-            client,
+            client: client(settings)?,
             mount: settings.transit_mount.clone(),
         })
     }
@@ -170,6 +160,20 @@ pub fn refused(e: &anyhow::Error) -> bool {
             Some(ClientError::APIError { code: 400, .. })
         )
     })
+}
+
+/// A client of the Vault at `settings`, answering within 5 s.
+pub fn client(settings: &VaultSettings) -> anyhow::Result<VaultClient> {
+    let url = url_ok(&settings.addr)?;
+    VaultClient::new(
+        VaultClientSettingsBuilder::default()
+            .address(url)
+            .token(settings.token.expose().clone())
+            .timeout(Some(std::time::Duration::from_secs(5)))
+            .build()
+            .context("building the Vault client settings")?,
+    )
+    .context("building the Vault client")
 }
 
 fn url_ok(addr: &str) -> anyhow::Result<&str> {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use vaultrs::api::kv2::requests::SetSecretRequestOptions;
 use vaultrs::api::kv2::responses::SecretMetadata;
-use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::client::VaultClient;
 use vaultrs::error::ClientError;
 
 /// One version of the public secret.
@@ -58,20 +58,8 @@ impl VaultKeyStore {
         path: &str,
         accepted: usize,
     ) -> anyhow::Result<Self> {
-        if !(vault.addr.starts_with("http://") || vault.addr.starts_with("https://")) {
-            bail!("VAULT ADDR must be an http(s) URL");
-        }
-        let client = VaultClient::new(
-            VaultClientSettingsBuilder::default()
-                .address(&vault.addr)
-                .token(vault.token.expose().clone())
-                .timeout(Some(std::time::Duration::from_secs(5)))
-                .build()
-                .context("building the Vault client settings")?,
-        )
-        .context("building the Vault client")?;
         Ok(Self {
-            client,
+            client: crate::vault::client(vault)?,
             mount: mount.to_owned(),
             path: path.trim_matches('/').to_owned(),
             accepted: accepted.max(1),
