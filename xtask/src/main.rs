@@ -215,7 +215,9 @@ fn main() -> anyhow::Result<()> {
             if dev::cargo(&["deny", "fetch"]).is_ok() {
                 dev::cargo(&["deny", "check", "--disable-fetch", "advisories"])?;
             } else {
-                eprintln!("cargo deny: the advisory database is unreachable; advisories not checked");
+                eprintln!(
+                    "cargo deny: the advisory database is unreachable; advisories not checked"
+                );
             }
             contracts::selftest()?;
             contracts::check("HEAD")?;
