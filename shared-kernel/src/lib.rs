@@ -16,6 +16,7 @@ pub mod money;
 pub mod outbox;
 pub mod problem;
 pub mod rate_limit;
+pub mod redact;
 pub mod replay;
 pub mod roles;
 pub mod secrets;

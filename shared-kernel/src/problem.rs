@@ -111,6 +111,27 @@ impl Problem {
         }])
     }
 
+    /// This problem as it may leave the process: `detail`, `instance` and each field
+    /// error masked by [`crate::redact::apply`] (they can echo a request's path or input).
+    pub fn redacted(&self) -> Self {
+        let mask = |s: &str| crate::redact::apply(s).into_owned();
+        Self {
+            problem_type: self.problem_type.clone(),
+            title: self.title.clone(),
+            status: self.status,
+            detail: self.detail.as_deref().map(mask),
+            instance: self.instance.as_deref().map(mask),
+            errors: self
+                .errors
+                .iter()
+                .map(|e| FieldError {
+                    pointer: mask(&e.pointer),
+                    detail: mask(&e.detail),
+                })
+                .collect(),
+        }
+    }
+
     pub fn slug(&self) -> &str {
         self.problem_type
             .strip_prefix(PROBLEM_BASE)
@@ -132,7 +153,7 @@ impl ResponseError for Problem {
     fn error_response(&self) -> HttpResponse {
         HttpResponse::build(self.status_code())
             .content_type("application/problem+json")
-            .json(self)
+            .json(self.redacted())
     }
 }
 
@@ -184,6 +205,27 @@ mod tests {
     #[test]
     fn unknown_slug_falls_back_to_internal_error() {
         assert_eq!(Problem::of("no-such-thing", "x").status, 500);
+    }
+
+    #[test]
+    fn responses_never_echo_a_card_number_or_a_token() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        let mut p = Problem::field(
+            "/merchant/4000056655665556",
+            "unknown card 4000056655665556",
+        );
+        p.detail = Some(format!("invalid query string: unknown field `{jwt}`"));
+        p.instance = Some("/v1/cards/4000056655665556".to_owned());
+        let res = p.error_response();
+        let body =
+            actix_web::body::MessageBody::try_into_bytes(res.into_body()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains("4000056655665556") && !text.contains(jwt),
+            "{text}"
+        );
+        assert!(text.contains("/v1/cards/400005******5556"), "{text}");
+        assert!(text.contains("unknown card 400005******5556"), "{text}");
     }
 
     #[test]

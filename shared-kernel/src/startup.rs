@@ -253,16 +253,21 @@ pub fn main<S>(
 ) -> anyhow::Result<()> {
     crate::telemetry::init(context);
     crate::http::init_metrics();
-    let settings = load()?;
-    match std::env::args().nth(1).as_deref() {
-        Some("migrate") => migrate(&settings),
-        None | Some("serve") => actix_web::rt::System::new().block_on(async move {
-            let app = build(settings).await?;
-            tracing::info!(context, port = app.port(), "listening");
-            app.run_until_stopped().await?;
-            crate::telemetry::flush();
-            Ok(())
-        }),
-        Some(other) => anyhow::bail!("unknown command {other:?}; use 'serve' or 'migrate'"),
-    }
+    let run = || -> anyhow::Result<()> {
+        let settings = load()?;
+        match std::env::args().nth(1).as_deref() {
+            Some("migrate") => migrate(&settings),
+            None | Some("serve") => actix_web::rt::System::new().block_on(async move {
+                let app = build(settings).await?;
+                tracing::info!(context, port = app.port(), "listening");
+                app.run_until_stopped().await?;
+                crate::telemetry::flush();
+                Ok(())
+            }),
+            Some(other) => anyhow::bail!("unknown command {other:?}; use 'serve' or 'migrate'"),
+        }
+    };
+    // The error `main` returns is printed on stderr, past the log writer: redacted here
+    // (a database URL with its password, a token in a setting).
+    run().map_err(|e| anyhow::anyhow!(crate::redact::apply(&format!("{e:#}")).into_owned()))
 }

@@ -10,6 +10,8 @@ pub struct Exchange {
     pub url: String,
     pub status: u16,
     pub content_type: String,
+    /// The response's headers (name, value).
+    pub headers: Vec<(String, String)>,
     pub body: Value,
 }
 

@@ -9,6 +9,7 @@ pub mod infra;
 pub mod k8s;
 pub mod load;
 pub mod logs;
+pub mod otlp;
 pub mod procs;
 pub mod reconcile;
 
@@ -74,12 +75,18 @@ impl TestSystem {
     /// Starts the system with the contexts named in `processes` as child processes
     /// (which a test can kill and restart) and the others in this process.
     pub async fn start_with(processes: &[&str]) -> Self {
-        Self::start_custom(processes, None, None).await
+        Self::start_custom(processes, None, None, &[]).await
+    }
+
+    /// [`Self::start_with`], with `env` added to the environment of every child process
+    /// (on each of its starts).
+    pub async fn start_with_env(processes: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_custom(processes, None, None, env).await
     }
 
     /// Starts the system with this Vault (address, token) instead of the shared one.
     pub async fn start_with_vault(addr: &str, token: &str) -> Self {
-        Self::start_custom(&[], Some((addr.to_owned(), token.to_owned())), None).await
+        Self::start_custom(&[], Some((addr.to_owned(), token.to_owned())), None, &[]).await
     }
 
     /// Starts the system with this Vault and these token keys (e.g. keys from Vault),
@@ -95,6 +102,7 @@ impl TestSystem {
             processes,
             Some((addr.to_owned(), token.to_owned())),
             Some(keys),
+            &[],
         )
         .await
     }
@@ -103,6 +111,7 @@ impl TestSystem {
         processes: &[&str],
         vault: Option<(String, String)>,
         keys: Option<JwtKeys>,
+        env: &[(&str, &str)],
     ) -> Self {
         logs::install();
         let infra = infra::Infra::get().await;
@@ -149,7 +158,9 @@ impl TestSystem {
             let common = database.settings_for(ctx, &common);
             if processes.contains(&ctx) {
                 let port = procs::free_port();
-                let p = procs::ContextProcess::spawn(ctx, procs::env_of(ctx, &common, port), port);
+                let mut vars = procs::env_of(ctx, &common, port);
+                vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+                let p = procs::ContextProcess::spawn(ctx, vars, port);
                 p.wait_live(&http).await;
                 urls.push(p.url());
                 procs.insert(ctx.to_owned(), p);
@@ -274,6 +285,15 @@ impl TestSystem {
             url,
             status: status.as_u16(),
             content_type: content_type.clone(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
             body: body.clone(),
         });
         Response {

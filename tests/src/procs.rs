@@ -108,6 +108,8 @@ impl ContextProcess {
     /// Starts `context` with `env` (plus `extra`, e.g. a fault to inject).
     pub fn spawn(context: &str, env: Vec<(String, String)>, port: u16) -> Self {
         let log = std::env::temp_dir().join(format!("fleet-{context}-{port}.log"));
+        // A file left by an earlier test on the same port is not this process's log.
+        let _ = std::fs::remove_file(&log);
         let mut p = Self {
             context: context.to_owned(),
             port,

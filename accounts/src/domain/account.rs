@@ -25,7 +25,7 @@ impl AccountStatus {
     }
 }
 
-/// A legal name: trimmed, 1–200 characters, no control characters.
+/// A legal name: trimmed, 1–200 characters, no control characters, no card number.
 pub fn parse_legal_name(raw: &str) -> Result<String, &'static str> {
     let name = raw.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -34,5 +34,26 @@ pub fn parse_legal_name(raw: &str) -> Result<String, &'static str> {
     if name.chars().any(char::is_control) {
         return Err("must not contain control characters");
     }
+    // Free text is echoed in responses and events: a card number never gets in.
+    if shared_kernel::redact::contains_card_number(name) {
+        return Err("must not contain a card number");
+    }
     Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legal_names_never_carry_a_card_number() {
+        assert_eq!(
+            parse_legal_name(" Acme 24/7 Ltd ").unwrap(),
+            "Acme 24/7 Ltd"
+        );
+        assert_eq!(
+            parse_legal_name("Acme 4000056655665556"),
+            Err("must not contain a card number")
+        );
+    }
 }

@@ -49,7 +49,7 @@ pub async fn record(
         .map(ToString::to_string)
         .unwrap_or_default();
     let method = req.method().to_string();
-    let resource = req.path().to_owned();
+    let resource = crate::redact::apply(req.path()).into_owned();
     let res = next.call(req).await;
     let (status, pattern) = match &res {
         Ok(r) => (r.status().as_u16(), r.request().match_pattern()),
