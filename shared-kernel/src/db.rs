@@ -39,11 +39,22 @@ pub(crate) fn check_schema_name(schema: &str) -> anyhow::Result<()> {
 /// A pool whose connections use `schema` as their search path. Connections are made
 /// lazily, so a service starts (and reports not-ready) while the database is away.
 pub fn pool(url: &str, schema: &str, max_size: u32) -> anyhow::Result<PgPool> {
+    pool_with_idle(url, schema, max_size, 1)
+}
+
+/// A pool for a short-lived command: it opens a connection only when asked, so none is
+/// being opened in the background when the process exits (which can crash libpq's TLS
+/// clean-up at exit).
+pub fn command_pool(url: &str, schema: &str, max_size: u32) -> anyhow::Result<PgPool> {
+    pool_with_idle(url, schema, max_size, 0)
+}
+
+fn pool_with_idle(url: &str, schema: &str, max_size: u32, idle: u32) -> anyhow::Result<PgPool> {
     check_schema_name(schema)?;
     let manager = ConnectionManager::<PgConnection>::new(url);
     Ok(Pool::builder()
         .max_size(max_size)
-        .min_idle(Some(1))
+        .min_idle(Some(idle))
         .connection_timeout(Duration::from_secs(3))
         .connection_customizer(Box::new(SearchPath(schema.to_owned())))
         .build_unchecked(manager))

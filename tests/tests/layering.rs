@@ -83,3 +83,34 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `docs/security/pci.md` maps requirements to code and tests: every path it names exists.
+#[test]
+fn the_pci_mapping_names_only_files_that_exist() {
+    let root = tests::root();
+    let text = std::fs::read_to_string(root.join("docs/security/pci.md")).unwrap();
+    let tops = [
+        "tests/",
+        "shared-kernel/",
+        "accounts/",
+        "payments/",
+        "settlement/",
+        "xtask/",
+        "deploy/",
+        "contracts/",
+        "docs/",
+        ".ci/",
+    ];
+    let named: Vec<&str> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| tops.iter().any(|t| s.starts_with(t)) || *s == "deny.toml")
+        .collect();
+    assert!(named.len() > 20, "the mapping names its files: {named:?}");
+    let missing: Vec<&&str> = named.iter().filter(|p| !root.join(p).exists()).collect();
+    assert!(
+        missing.is_empty(),
+        "pci.md names files that do not exist: {missing:?}"
+    );
+}

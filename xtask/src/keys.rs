@@ -13,7 +13,7 @@ fn card_keys() -> anyhow::Result<CardKeys> {
     let url = Env::new("accounts")
         .get("DATABASE", "URL")
         .unwrap_or_else(crate::dev::dev_database_url);
-    let pool = shared_kernel::db::pool(&url, accounts::SCHEMA, 2)?;
+    let pool = shared_kernel::db::command_pool(&url, accounts::SCHEMA, 2)?;
     let transit = Transit::new(&crate::dev::vault_settings()?)?;
     Ok(CardKeys::new(transit, pool))
 }

@@ -36,9 +36,12 @@ pub fn rebuild(context: &str, name: &str) -> anyhow::Result<()> {
         .get("AMQP", "URL")
         .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
     let prefix = env.get("AMQP", "PREFIX").unwrap_or_default();
-    let consumer = shared_kernel::db::pool(&database_url(context), payments::SCHEMA, 1)?;
-    let producer =
-        shared_kernel::db::pool(&database_url(projection.producer), projection.producer, 1)?;
+    let consumer = shared_kernel::db::command_pool(&database_url(context), payments::SCHEMA, 1)?;
+    let producer = shared_kernel::db::command_pool(
+        &database_url(projection.producer),
+        projection.producer,
+        1,
+    )?;
     let queue = Topology::new(&prefix).queue(context, projection.producer);
     let broker = Broker::new(Secret::new(amqp));
     let runtime = tokio::runtime::Builder::new_current_thread()
