@@ -39,11 +39,8 @@ pub async fn start(
         tokio::task::spawn_blocking(move || db::migrate(url.expose(), schema, migrations))
             .await??;
     }
-    let pool = db::pool(
-        common.database_url.expose(),
-        schema,
-        common.database_pool_size,
-    )?;
+    let url = db::DbUrl::fixed(common.database_url.clone());
+    let pool = db::pool_with(&url, schema, common.database_pool_size, None)?;
     let broker = Broker::new(common.amqp_url.clone());
     let topology = Topology::new(&common.amqp_prefix);
     let owned = |types: &[&str]| types.iter().map(|t| (*t).to_owned()).collect();
@@ -53,7 +50,7 @@ pub async fn start(
         RelayConfig {
             exchange: topology.exchange(context),
             notify_channel: format!("outbox_{schema}"),
-            database_url: common.database_url.clone(),
+            database_url: url.clone(),
             schema: schema.to_owned(),
             batch_size: common.outbox.batch_size,
             poll_interval: Duration::from_millis(500),
