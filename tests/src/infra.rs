@@ -249,6 +249,82 @@ impl OwnVault {
         }
     }
 
+    /// Sets up Vault's database secrets engine (mount `database`) on `db` for
+    /// `context`'s service, as an operator would (ADR 0020): a connection `db.name` that
+    /// Vault reaches as the superuser of the admin URL, and a role `<context>-app` whose
+    /// users are members of `<context>_app` and live `default_ttl`, renewable up to
+    /// `max_ttl`. Returns the role's name. The users get `REPLICATION` when the suite
+    /// runs the cdc relay, like the runtime roles.
+    pub async fn configure_database(
+        &self,
+        db: &TestDatabase,
+        context: &str,
+        default_ttl: Duration,
+        max_ttl: Duration,
+    ) -> String {
+        let cdc = std::env::var("FLEET__OUTBOX__MODE").is_ok_and(|m| m == "cdc");
+        let role = format!("{context}-app");
+        let (scheme_user, host) = db
+            .url
+            .split_once('@')
+            .expect("the test database URL names its user");
+        let user = scheme_user
+            .rsplit_once("://")
+            .map_or(scheme_user, |(_, u)| u)
+            .split(':')
+            .next()
+            .unwrap_or("postgres");
+        let creation = shared_kernel::roles::dynamic_user_creation(context, cdc).unwrap();
+        let revocation = shared_kernel::roles::dynamic_user_revocation(context).unwrap();
+        self.vault_write(
+            "sys/mounts/database",
+            serde_json::json!({"type": "database"}),
+        )
+        .await;
+        self.vault_write(
+            &format!("database/config/{}", db.name),
+            serde_json::json!({
+                "plugin_name": "postgresql-database-plugin",
+                "connection_url": format!(
+                    "postgresql://{{{{username}}}}:{{{{password}}}}@{host}{}",
+                    if host.contains('?') { "" } else { "?sslmode=disable" }
+                ),
+                "username": user,
+                // Trust authentication on the test machine: any password will do.
+                "password": "unused",
+                "allowed_roles": [role],
+                "verify_connection": true,
+            }),
+        )
+        .await;
+        self.vault_write(
+            &format!("database/roles/{role}"),
+            serde_json::json!({
+                "db_name": db.name,
+                "creation_statements": creation,
+                "revocation_statements": revocation,
+                "default_ttl": default_ttl.as_secs(),
+                "max_ttl": max_ttl.as_secs(),
+            }),
+        )
+        .await;
+        role
+    }
+
+    /// A write to this Vault that must succeed.
+    pub async fn vault_write(&self, path: &str, body: serde_json::Value) {
+        let res = reqwest::Client::new()
+            .post(format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", &self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("Vault answers {path}: {e}"));
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        assert!(status.is_success(), "Vault {path}: {status} {text}");
+    }
+
     /// Stops the server: from now on Vault does not answer.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
