@@ -110,16 +110,16 @@ pub fn dynamic_user_creation(schema: &str, replication: bool) -> anyhow::Result<
 }
 
 /// What Vault's database engine runs when a dynamic user's lease ends: its sessions are
-/// ended, anything it owns goes to the schema's owner, and the role is dropped.
-pub fn dynamic_user_revocation(schema: &str) -> anyhow::Result<Vec<String>> {
-    let Roles { owner, .. } = of(schema)?;
-    Ok(vec![
+/// ended (PostgreSQL lets them run on after `DROP ROLE`), then the role is dropped. The
+/// user owns nothing to hand over (no CREATE or TEMP anywhere: [`provision`]), and
+/// `REASSIGN OWNED`/`DROP OWNED` would need Vault's administrative user to be a member of
+/// every dynamic user, which `CREATEROLE` alone does not give.
+pub fn dynamic_user_revocation() -> Vec<String> {
+    vec![
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';"
             .to_owned(),
-        format!(r#"REASSIGN OWNED BY "{{{{name}}}}" TO {owner};"#),
-        r#"DROP OWNED BY "{{name}}";"#.to_owned(),
         r#"DROP ROLE IF EXISTS "{{name}}";"#.to_owned(),
-    ])
+    ]
 }
 
 /// `url` with its user replaced by `user` (and no password: one comes from the
@@ -173,8 +173,8 @@ mod tests {
             r#"ALTER ROLE "{{name}}" SET search_path = payments;"#
         );
         assert!(dynamic_user_creation("payments", true).unwrap()[0].contains("LOGIN REPLICATION"));
-        let revoke = dynamic_user_revocation("payments").unwrap();
-        assert!(revoke.contains(&r#"REASSIGN OWNED BY "{{name}}" TO payments_owner;"#.to_owned()));
+        let revoke = dynamic_user_revocation();
+        assert!(revoke[0].contains("pg_terminate_backend"));
         assert_eq!(revoke.last().unwrap(), r#"DROP ROLE IF EXISTS "{{name}}";"#);
         assert!(dynamic_user_creation("payments; DROP", false).is_err());
     }

@@ -222,6 +222,8 @@ pub struct OwnVault {
     pub addr: String,
     pub token: String,
     child: Option<std::process::Child>,
+    /// Whether the database engine was set up (its leases are revoked when dropped).
+    database: std::sync::atomic::AtomicBool,
 }
 
 impl OwnVault {
@@ -246,6 +248,7 @@ impl OwnVault {
             addr: format!("http://127.0.0.1:{port}"),
             token,
             child: Some(child),
+            database: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -274,8 +277,10 @@ impl OwnVault {
             .split(':')
             .next()
             .unwrap_or("postgres");
+        self.database
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let creation = shared_kernel::roles::dynamic_user_creation(context, cdc).unwrap();
-        let revocation = shared_kernel::roles::dynamic_user_revocation(context).unwrap();
+        let revocation = shared_kernel::roles::dynamic_user_revocation();
         self.vault_write(
             "sys/mounts/database",
             serde_json::json!({"type": "database"}),
@@ -311,10 +316,20 @@ impl OwnVault {
         role
     }
 
+    /// Ends every lease of the database engine now (synchronously): Vault drops their
+    /// users. Roles belong to the whole cluster, so a test leaves none behind.
+    pub async fn revoke_database_leases(&self) {
+        self.vault_write(
+            "sys/leases/revoke-prefix/database/creds",
+            serde_json::json!({"sync": true}),
+        )
+        .await;
+    }
+
     /// A write to this Vault that must succeed.
     pub async fn vault_write(&self, path: &str, body: serde_json::Value) {
         let res = reqwest::Client::new()
-            .post(format!("{}/v1/{path}", self.addr))
+            .put(format!("{}/v1/{path}", self.addr))
             .header("X-Vault-Token", &self.token)
             .json(&body)
             .send()
@@ -336,6 +351,58 @@ impl OwnVault {
 
 impl Drop for OwnVault {
     fn drop(&mut self) {
+        // A test that ended early leaves no database users behind either.
+        if self.child.is_some() && self.database.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = Command::new(bao())
+                .args(["lease", "revoke", "-sync", "-prefix", "database/creds/"])
+                .env("BAO_ADDR", &self.addr)
+                .env("BAO_TOKEN", &self.token)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         self.stop();
+    }
+}
+
+/// Drops these login roles of the cluster when dropped: users a stopped Vault can no
+/// longer revoke. Roles belong to the whole cluster, so a test leaves none behind.
+pub struct DropRolesOnExit {
+    admin_url: String,
+    names: std::sync::Mutex<Vec<String>>,
+}
+
+impl DropRolesOnExit {
+    pub async fn new() -> Self {
+        Self {
+            admin_url: Infra::get().await.postgres_admin_url.clone(),
+            names: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn add(&self, name: &str) {
+        if let Ok(mut names) = self.names.lock() {
+            names.push(name.to_owned());
+        }
+    }
+}
+
+impl Drop for DropRolesOnExit {
+    fn drop(&mut self) {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let names = self.names.lock().map(|n| n.clone()).unwrap_or_default();
+        if names.is_empty() {
+            return;
+        }
+        if let Ok(mut conn) = diesel::PgConnection::establish(&self.admin_url) {
+            for name in names {
+                let _ = conn.batch_execute(&format!(
+                    "DROP ROLE IF EXISTS \"{}\"",
+                    name.replace('"', "\"\"")
+                ));
+            }
+        }
     }
 }

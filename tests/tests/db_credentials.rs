@@ -10,7 +10,7 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tests::infra::OwnVault;
+use tests::infra::{DropRolesOnExit, OwnVault};
 use tests::{reconcile, TestSystem};
 
 /// Short leases, so rotations happen within the test: renewed at 4 s, capped at 12 s.
@@ -261,6 +261,17 @@ async fn payments_serves_across_credential_rotations_on_vault_made_users() {
 
     // The captures made across the rotations went through the outbox to settlement.
     reconcile::settle_and_reconcile(&sys, &captures).await;
+
+    // Revoked, every user is gone (roles belong to the cluster: none is left behind).
+    sys.kill("payments");
+    vault.revoke_database_leases().await;
+    let left = sys
+        .count(&format!(
+            "SELECT count(*) AS count FROM pg_roles WHERE rolname IN ('{}')",
+            dynamic.join("','")
+        ))
+        .await;
+    assert_eq!(left, 0, "revoked users are dropped");
     sys.shutdown().await;
 }
 
@@ -289,6 +300,22 @@ async fn with_vault_down_at_renewal_payments_keeps_its_credentials() {
         || async { (sys.get(&ready).await.status == 200).then_some(()) },
     )
     .await;
+    // Vault cannot drop the user once it is stopped: the test does.
+    let cleanup = DropRolesOnExit::new().await;
+    let user = sys
+        .eventually(
+            "payments's dynamic user",
+            Duration::from_secs(10),
+            || async {
+                let users = sys.text(SESSIONS).await;
+                users
+                    .split(',')
+                    .find(|u| u.starts_with("v-"))
+                    .map(str::to_owned)
+            },
+        )
+        .await;
+    cleanup.add(&user);
     vault.stop();
     let card = sys.card_known_to_payments(1_000_000).await;
 
