@@ -26,6 +26,16 @@ const SESSIONS: &str =
      FROM pg_stat_activity WHERE datname = current_database() \
        AND backend_type = 'client backend' AND pid <> pg_backend_pid()";
 
+/// The user of payments' outbox LISTEN connection (its last statement is the LISTEN).
+const LISTENER: &str =
+    "SELECT coalesce(string_agg(DISTINCT coalesce(usename, '?'), ','), '') AS value \
+     FROM pg_stat_activity WHERE datname = current_database() \
+       AND query = 'LISTEN outbox_payments'";
+
+/// How long the LISTEN connection may lag behind a rotation: well under the third of a
+/// lease (4 s here) that the previous user stays valid.
+const LISTENER_LAG: Duration = Duration::from_millis(1500);
+
 #[derive(Default)]
 struct Outcome {
     authorized: usize,
@@ -73,6 +83,7 @@ async fn payments_serves_across_credential_rotations_on_vault_made_users() {
     let card = sys.card_known_to_payments(100_000_000).await;
 
     let seen: Mutex<Vec<(Duration, BTreeSet<String>)>> = Mutex::new(Vec::new());
+    let listening: Mutex<Vec<(Duration, String)>> = Mutex::new(Vec::new());
     let started = Instant::now();
     let deadline = started + DRIVE;
     let sample = async {
@@ -84,7 +95,12 @@ async fn payments_serves_across_credential_rotations_on_vault_made_users() {
                 .filter(|u| !u.is_empty())
                 .map(str::to_owned)
                 .collect();
+            let listener = sys.text(LISTENER).await;
             seen.lock().unwrap().push((started.elapsed(), users));
+            listening
+                .lock()
+                .unwrap()
+                .push((started.elapsed(), listener));
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
@@ -205,6 +221,34 @@ async fn payments_serves_across_credential_rotations_on_vault_made_users() {
         dynamic.len() >= 2,
         "at least one rotation within {DRIVE:?} (max TTL {MAX_TTL:?}): {timeline:?}"
     );
+    // The outbox's LISTEN connection follows each rotation (it is not in the pool).
+    let mut listened = BTreeSet::new();
+    for (at, listener) in listening.into_inner().unwrap() {
+        if listener.is_empty() {
+            continue;
+        }
+        let newest_settled = dynamic
+            .iter()
+            .rfind(|u| first_seen(u).is_some_and(|f| f + LISTENER_LAG <= at));
+        let allowed = |u: &str| {
+            Some(u) == newest_settled.map(String::as_str)
+                || first_seen(u).is_some_and(|f| f + LISTENER_LAG > at)
+        };
+        for user in listener.split(',') {
+            assert!(
+                allowed(user),
+                "at {at:?} the LISTEN connection was still {user:?}; users: {timeline:?}"
+            );
+            if listened.insert(user.to_owned()) {
+                eprintln!("LISTEN connection as {user} seen first at {at:?}");
+            }
+        }
+    }
+    assert!(
+        listened.len() >= 2,
+        "the LISTEN connection moved to new users: {listened:?}"
+    );
+
     // Each of them is a member of the runtime role, so it has exactly its rights.
     let newest = dynamic.last().unwrap();
     let member = sys
