@@ -16,12 +16,38 @@ pub struct VaultSettings {
     pub transit_mount: String,
 }
 
+/// Database credentials from Vault's database secrets engine (ADR 0020):
+/// `DATABASE__VAULT_ROLE` and `DATABASE__VAULT_MOUNT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseVaultSettings {
+    /// `VAULT_ROLE`: the engine's role whose credentials the service runs on, e.g.
+    /// `payments-app`.
+    pub role: String,
+    /// `VAULT_MOUNT`: where the engine is mounted (default `database`).
+    pub mount: String,
+}
+
+impl DatabaseVaultSettings {
+    fn read(env: &Env) -> Option<Self> {
+        env.get("DATABASE", "VAULT_ROLE").map(|role| Self {
+            role,
+            mount: env
+                .get("DATABASE", "VAULT_MOUNT")
+                .unwrap_or_else(|| "database".to_owned()),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CommonSettings {
     pub host: String,
     pub port: u16,
-    /// `DATABASE__URL`: what the service runs as (the context's runtime role).
+    /// `DATABASE__URL`: what the service runs as (the context's runtime role). With
+    /// `database_vault`, only its host, port, database and parameters are used.
     pub database_url: Secret<String>,
+    /// `DATABASE__VAULT_ROLE` set: the service runs on dynamic credentials from Vault's
+    /// database engine instead of `DATABASE__URL`'s (needs `VAULT__ADDR`/`VAULT__TOKEN`).
+    pub database_vault: Option<DatabaseVaultSettings>,
     /// `DATABASE__MIGRATION_URL`: what migrations run as (the schema's owner role);
     /// `DATABASE__URL` when unset.
     pub migration_url: Option<Secret<String>>,
@@ -248,6 +274,13 @@ impl CommonSettings {
             }),
         };
         let jwt_keys = JwtKeys::read(&env)?;
+        let database_vault = DatabaseVaultSettings::read(&env);
+        if database_vault.is_some() && vault.is_none() {
+            bail!(
+                "{ctx}__DATABASE__VAULT_ROLE needs {ctx}__VAULT__ADDR and {ctx}__VAULT__TOKEN",
+                ctx = context.to_uppercase()
+            );
+        }
         if matches!(jwt_keys, JwtKeys::Vault(_)) && vault.is_none() {
             bail!(
                 "{ctx}__AUTH__VAULT_PATH needs {ctx}__VAULT__ADDR and {ctx}__VAULT__TOKEN",
@@ -268,6 +301,7 @@ impl CommonSettings {
                 }
             },
             database_url: Secret::new(env.required("DATABASE", "URL")?),
+            database_vault,
             migration_url: env.get("DATABASE", "MIGRATION_URL").map(Secret::new),
             migrate_on_start: env.parse("DATABASE", "MIGRATE_ON_START", true)?,
             database_pool_size: env.parse("DATABASE", "POOL_SIZE", 10)?,
@@ -310,6 +344,39 @@ mod tests {
         std::env::set_var("OUTBOXCFGTEST__OUTBOX__MODE", "polling");
         std::env::set_var("OUTBOXCFGTEST__OUTBOX__PRUNE_INTERVAL_SECS", "0");
         assert!(OutboxSettings::from_env("outboxcfgtest").is_err());
+    }
+
+    #[test]
+    fn database_credentials_from_vault_need_a_role_and_vault() {
+        // A context name of this test's own, so no other test sees these variables.
+        let env = Env::new("dbvaultcfgtest");
+        if std::env::var_os("FLEET__DATABASE__VAULT_ROLE").is_none() {
+            assert_eq!(DatabaseVaultSettings::read(&env), None);
+        }
+        std::env::set_var("DBVAULTCFGTEST__DATABASE__VAULT_ROLE", "payments-app");
+        let read = DatabaseVaultSettings::read(&env).unwrap();
+        assert_eq!(read.role, "payments-app");
+        if std::env::var_os("FLEET__DATABASE__VAULT_MOUNT").is_none() {
+            assert_eq!(read.mount, "database");
+        }
+        std::env::set_var("DBVAULTCFGTEST__DATABASE__VAULT_MOUNT", "db");
+        assert_eq!(DatabaseVaultSettings::read(&env).unwrap().mount, "db");
+        std::env::set_var(
+            "DBVAULTCFGTEST__DATABASE__URL",
+            "postgres://x@127.0.0.1/fleet",
+        );
+        std::env::set_var("DBVAULTCFGTEST__AUTH__JWT_SECRET", "k".repeat(32));
+        if std::env::var_os("FLEET__VAULT__ADDR").is_none() {
+            let err = CommonSettings::from_env("dbvaultcfgtest", 1).unwrap_err();
+            assert!(err.to_string().contains("VAULT__ADDR"), "{err}");
+        }
+        std::env::set_var("DBVAULTCFGTEST__VAULT__ADDR", "http://127.0.0.1:8200");
+        std::env::set_var("DBVAULTCFGTEST__VAULT__TOKEN", "t");
+        let common = CommonSettings::from_env("dbvaultcfgtest", 1).unwrap();
+        assert_eq!(
+            common.database_vault.map(|d| d.role).as_deref(),
+            Some("payments-app")
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod db_credentials;
 pub mod event;
 pub mod http;
 pub mod ids;

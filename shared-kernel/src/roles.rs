@@ -93,6 +93,35 @@ END $$;
         .with_context(|| format!("provisioning the roles of schema {schema}"))
 }
 
+/// What Vault's database engine runs to create a service's dynamic user (ADR 0020),
+/// with its templates `{{name}}`, `{{password}}` and `{{expiration}}`: a login role that
+/// expires with its lease and is a member of `<schema>_app`, so it has exactly the
+/// runtime role's rights, with its schema first on the search path. `replication` as in
+/// [`provision`] (the cdc relay; a role attribute, which membership does not pass on).
+pub fn dynamic_user_creation(schema: &str, replication: bool) -> anyhow::Result<Vec<String>> {
+    let Roles { app, .. } = of(schema)?;
+    let replication = if replication { " REPLICATION" } else { "" };
+    Ok(vec![
+        format!(
+            r#"CREATE ROLE "{{{{name}}}}" WITH LOGIN{replication} PASSWORD '{{{{password}}}}' VALID UNTIL '{{{{expiration}}}}' IN ROLE {app};"#
+        ),
+        format!(r#"ALTER ROLE "{{{{name}}}}" SET search_path = {schema};"#),
+    ])
+}
+
+/// What Vault's database engine runs when a dynamic user's lease ends: its sessions are
+/// ended (PostgreSQL lets them run on after `DROP ROLE`), then the role is dropped. The
+/// user owns nothing to hand over (no CREATE or TEMP anywhere: [`provision`]), and
+/// `REASSIGN OWNED`/`DROP OWNED` would need Vault's administrative user to be a member of
+/// every dynamic user, which `CREATEROLE` alone does not give.
+pub fn dynamic_user_revocation() -> Vec<String> {
+    vec![
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';"
+            .to_owned(),
+        r#"DROP ROLE IF EXISTS "{{name}}";"#.to_owned(),
+    ]
+}
+
 /// `url` with its user replaced by `user` (and no password: one comes from the
 /// environment, a `.pgpass` or Vault, never from this code).
 pub fn url_as(url: &str, user: &str) -> anyhow::Result<String> {
@@ -130,5 +159,23 @@ mod tests {
             "postgresql://a_owner@127.0.0.1/fleet?sslmode=disable"
         );
         assert!(url_as("127.0.0.1/fleet", "x").is_err());
+    }
+
+    #[test]
+    fn dynamic_users_are_members_of_the_runtime_role() {
+        let create = dynamic_user_creation("payments", false).unwrap();
+        assert_eq!(
+            create[0],
+            r#"CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE payments_app;"#
+        );
+        assert_eq!(
+            create[1],
+            r#"ALTER ROLE "{{name}}" SET search_path = payments;"#
+        );
+        assert!(dynamic_user_creation("payments", true).unwrap()[0].contains("LOGIN REPLICATION"));
+        let revoke = dynamic_user_revocation();
+        assert!(revoke[0].contains("pg_terminate_backend"));
+        assert_eq!(revoke.last().unwrap(), r#"DROP ROLE IF EXISTS "{{name}}";"#);
+        assert!(dynamic_user_creation("payments; DROP", false).is_err());
     }
 }

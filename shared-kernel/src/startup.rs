@@ -39,11 +39,25 @@ pub async fn start(
         tokio::task::spawn_blocking(move || db::migrate(url.expose(), schema, migrations))
             .await??;
     }
-    let pool = db::pool(
-        common.database_url.expose(),
-        schema,
-        common.database_pool_size,
-    )?;
+    // The credentials: DATABASE__URL's own (development), or Vault's dynamic ones,
+    // renewed and rotated by a task of their own (ADR 0020).
+    let (url, credentials, max_lifetime) = match (&common.database_vault, &common.vault) {
+        (None, _) => (db::DbUrl::fixed(common.database_url.clone()), None, None),
+        (Some(_), None) => anyhow::bail!("DATABASE__VAULT_ROLE needs VAULT__ADDR and VAULT__TOKEN"),
+        (Some(dbv), Some(vault)) => {
+            let mut credentials = crate::db_credentials::DynamicCredentials::new(
+                vault,
+                dbv,
+                &common.database_url,
+                context,
+            )?;
+            let lease = credentials.first().await;
+            // A backstop behind the rotation's own retirement of old connections.
+            let max_lifetime = lease.map(|l| (l / 2).max(Duration::from_secs(1)));
+            (credentials.url(), Some(credentials), max_lifetime)
+        }
+    };
+    let pool = db::pool_with(&url, schema, common.database_pool_size, max_lifetime)?;
     let broker = Broker::new(common.amqp_url.clone());
     let topology = Topology::new(&common.amqp_prefix);
     let owned = |types: &[&str]| types.iter().map(|t| (*t).to_owned()).collect();
@@ -53,7 +67,7 @@ pub async fn start(
         RelayConfig {
             exchange: topology.exchange(context),
             notify_channel: format!("outbox_{schema}"),
-            database_url: common.database_url.clone(),
+            database_url: url.clone(),
             schema: schema.to_owned(),
             batch_size: common.outbox.batch_size,
             poll_interval: Duration::from_millis(500),
@@ -79,6 +93,7 @@ pub async fn start(
     let (verifier, key_refresh) = crate::auth::start_verifier(common).await?;
     let mut tasks = vec![relay, pool_metrics];
     tasks.extend(key_refresh);
+    tasks.extend(credentials.map(|c| c.spawn(pool.clone())));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut consumers = Vec::new();
     let subscriptions = subscribe(&pool, &topology);

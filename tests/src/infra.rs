@@ -224,6 +224,8 @@ pub struct OwnVault {
     pub addr: String,
     pub token: String,
     child: Option<std::process::Child>,
+    /// Whether the database engine was set up (its leases are revoked when dropped).
+    database: std::sync::atomic::AtomicBool,
 }
 
 impl OwnVault {
@@ -249,7 +251,96 @@ impl OwnVault {
             addr: format!("http://127.0.0.1:{port}"),
             token,
             child: Some(child),
+            database: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Sets up Vault's database secrets engine (mount `database`) on `db` for
+    /// `context`'s service, as an operator would (ADR 0020): a connection `db.name` that
+    /// Vault reaches as the superuser of the admin URL, and a role `<context>-app` whose
+    /// users are members of `<context>_app` and live `default_ttl`, renewable up to
+    /// `max_ttl`. Returns the role's name. The users get `REPLICATION` when the suite
+    /// runs the cdc relay, like the runtime roles.
+    pub async fn configure_database(
+        &self,
+        db: &TestDatabase,
+        context: &str,
+        default_ttl: Duration,
+        max_ttl: Duration,
+    ) -> String {
+        let cdc = std::env::var("FLEET__OUTBOX__MODE").is_ok_and(|m| m == "cdc");
+        let role = format!("{context}-app");
+        let (scheme_user, host) = db
+            .url
+            .split_once('@')
+            .expect("the test database URL names its user");
+        let user = scheme_user
+            .rsplit_once("://")
+            .map_or(scheme_user, |(_, u)| u)
+            .split(':')
+            .next()
+            .unwrap_or("postgres");
+        self.database
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let creation = shared_kernel::roles::dynamic_user_creation(context, cdc).unwrap();
+        let revocation = shared_kernel::roles::dynamic_user_revocation();
+        self.vault_write(
+            "sys/mounts/database",
+            serde_json::json!({"type": "database"}),
+        )
+        .await;
+        self.vault_write(
+            &format!("database/config/{}", db.name),
+            serde_json::json!({
+                "plugin_name": "postgresql-database-plugin",
+                "connection_url": format!(
+                    "postgresql://{{{{username}}}}:{{{{password}}}}@{host}{}",
+                    if host.contains('?') { "" } else { "?sslmode=disable" }
+                ),
+                "username": user,
+                // Trust authentication on the test machine: any password will do.
+                "password": "unused",
+                "allowed_roles": [role],
+                "verify_connection": true,
+            }),
+        )
+        .await;
+        self.vault_write(
+            &format!("database/roles/{role}"),
+            serde_json::json!({
+                "db_name": db.name,
+                "creation_statements": creation,
+                "revocation_statements": revocation,
+                "default_ttl": default_ttl.as_secs(),
+                "max_ttl": max_ttl.as_secs(),
+            }),
+        )
+        .await;
+        role
+    }
+
+    /// Ends every lease of the database engine now (synchronously): Vault drops their
+    /// users. Roles belong to the whole cluster, so a test leaves none behind.
+    pub async fn revoke_database_leases(&self) {
+        self.vault_write(
+            "sys/leases/revoke-prefix/database/creds",
+            serde_json::json!({"sync": true}),
+        )
+        .await;
+    }
+
+    /// A write to this Vault that must succeed.
+    pub async fn vault_write(&self, path: &str, body: serde_json::Value) {
+        let res = reqwest::Client::new()
+            .put(format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", &self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("Vault answers {path}: {e}"));
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        assert!(status.is_success(), "Vault {path}: {status} {text}");
     }
 
     /// Stops the server: from now on Vault does not answer.
@@ -263,6 +354,58 @@ impl OwnVault {
 
 impl Drop for OwnVault {
     fn drop(&mut self) {
+        // A test that ended early leaves no database users behind either.
+        if self.child.is_some() && self.database.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = Command::new(bao())
+                .args(["lease", "revoke", "-sync", "-prefix", "database/creds/"])
+                .env("BAO_ADDR", &self.addr)
+                .env("BAO_TOKEN", &self.token)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         self.stop();
+    }
+}
+
+/// Drops these login roles of the cluster when dropped: users a stopped Vault can no
+/// longer revoke. Roles belong to the whole cluster, so a test leaves none behind.
+pub struct DropRolesOnExit {
+    admin_url: String,
+    names: std::sync::Mutex<Vec<String>>,
+}
+
+impl DropRolesOnExit {
+    pub async fn new() -> Self {
+        Self {
+            admin_url: Infra::get().await.postgres_admin_url.clone(),
+            names: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn add(&self, name: &str) {
+        if let Ok(mut names) = self.names.lock() {
+            names.push(name.to_owned());
+        }
+    }
+}
+
+impl Drop for DropRolesOnExit {
+    fn drop(&mut self) {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let names = self.names.lock().map(|n| n.clone()).unwrap_or_default();
+        if names.is_empty() {
+            return;
+        }
+        if let Ok(mut conn) = diesel::PgConnection::establish(&self.admin_url) {
+            for name in names {
+                let _ = conn.batch_execute(&format!(
+                    "DROP ROLE IF EXISTS \"{}\"",
+                    name.replace('"', "\"\"")
+                ));
+            }
+        }
     }
 }

@@ -127,6 +127,7 @@ impl TestSystem {
             host: "127.0.0.1".to_owned(),
             port: 0,
             database_url: Secret::new(database.url.clone()),
+            database_vault: None,
             migration_url: None,
             migrate_on_start: true,
             database_pool_size: 5,

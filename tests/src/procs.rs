@@ -76,6 +76,10 @@ pub fn env_of(context: &str, common: &CommonSettings, port: u16) -> Vec<(String,
             url.expose().clone(),
         ));
     }
+    if let Some(d) = &common.database_vault {
+        env.push((format!("{ctx}__DATABASE__VAULT_ROLE"), d.role.clone()));
+        env.push((format!("{ctx}__DATABASE__VAULT_MOUNT"), d.mount.clone()));
+    }
     if let Some(v) = &common.vault {
         env.push((format!("{ctx}__VAULT__ADDR"), v.addr.clone()));
         env.push((format!("{ctx}__VAULT__TOKEN"), v.token.expose().clone()));

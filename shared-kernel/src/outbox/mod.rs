@@ -111,7 +111,9 @@ pub struct RelayConfig {
     pub exchange: String,
     /// NOTIFY channel the outbox trigger signals (`outbox_<schema>`).
     pub notify_channel: String,
-    pub database_url: Secret<String>,
+    /// The credentials of the LISTEN connection: the pool's (fixed, or Vault's current
+    /// dynamic ones; the listener reconnects when they are rotated).
+    pub database_url: crate::db::DbUrl,
     pub schema: String,
     pub batch_size: i32,
     /// How often the table (polling) or the slot (cdc) is read without a NOTIFY.
@@ -151,7 +153,7 @@ impl RelayConfig {
         Self {
             exchange: exchange.to_owned(),
             notify_channel: format!("outbox_{schema}"),
-            database_url,
+            database_url: crate::db::DbUrl::fixed(database_url),
             schema: schema.to_owned(),
             batch_size: 100,
             poll_interval: Duration::from_millis(500),

@@ -8,7 +8,6 @@ use super::{with_conn, RelayConfig, RelayMode};
 use crate::amqp::Broker;
 use crate::db::PgPool;
 use diesel::connection::SimpleConnection;
-use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Double, Integer};
 use lapin::Channel;
@@ -182,7 +181,8 @@ async fn record_backlog(pool: &PgPool, exchange: &str) {
 }
 
 /// A thread that holds a LISTEN connection and turns notifications into wake-ups.
-/// Reconnects when the database goes away; the relay's poll covers the gap.
+/// Reconnects when the database goes away, and when the credentials are rotated; the
+/// relay's poll covers the gap.
 fn spawn_listener(config: RelayConfig, wake: Arc<Notify>) {
     let name = format!("outbox-listen-{}", config.schema);
     // The relay task holds the other reference: once it is gone, so is this thread.
@@ -191,7 +191,8 @@ fn spawn_listener(config: RelayConfig, wake: Arc<Notify>) {
         if orphaned(&wake) {
             return;
         }
-        let conn = PgConnection::establish(config.database_url.expose()).and_then(|mut c| {
+        let generation = config.database_url.generation();
+        let conn = config.database_url.establish().and_then(|mut c| {
             c.batch_execute(&format!("LISTEN {}", config.notify_channel))
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             Ok(c)
@@ -217,6 +218,11 @@ fn spawn_listener(config: RelayConfig, wake: Arc<Notify>) {
                 wake.notify_one();
             }
             if broken || orphaned(&wake) {
+                break;
+            }
+            // Rotated credentials: listen again as the new user before the old one goes.
+            if config.database_url.generation() != generation {
+                wake.notify_one();
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
