@@ -44,6 +44,7 @@ pub fn account_snapshot(
         "credit_limit": {"amount": a.credit_limit, "currency": a.currency},
         "posted_balance": {"amount": posted_balance, "currency": a.currency},
         "status": a.status,
+        "program_id": a.program_id,
     });
     if let Some(p) = posted {
         data["posting"] = serde_json::json!(p);
@@ -51,8 +52,10 @@ pub fn account_snapshot(
     CloudEvent::new(SOURCE, event_type, a.id, a.version, data)
 }
 
-pub fn card_issued(c: &CardRow) -> CloudEvent {
+/// `program_id` is the card's account's program.
+pub fn card_issued(c: &CardRow, program_id: &str) -> CloudEvent {
     let data = serde_json::json!({
+        "program_id": program_id,
         "card_id": c.id,
         "account_id": c.account_id,
         "last4": c.last4,

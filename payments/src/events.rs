@@ -59,4 +59,11 @@ pub struct CardIssued {
     pub card_id: Uuid,
     pub account_id: Uuid,
     pub status: String,
+    /// Absent from events of before programs: those cards are the default program's.
+    #[serde(default = "default_program")]
+    pub program_id: String,
+}
+
+fn default_program() -> String {
+    shared_kernel::program::DEFAULT.to_owned()
 }

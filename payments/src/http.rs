@@ -62,6 +62,7 @@ async fn authorize(
     v.into_result()?;
     let amount = amount.ok_or_else(Problem::internal)?;
     let cmd = AuthorizeCommand {
+        bound: caller.program().map(str::to_owned),
         card_id: parsed.card_id,
         amount,
         merchant: parsed.merchant,
@@ -88,8 +89,9 @@ async fn get_authorization(
 ) -> Result<HttpResponse, Problem> {
     caller.require("payments:read")?;
     let id = id.into_inner();
+    let bound = caller.program().map(str::to_owned);
     let out = db::run_named(&state.pool, "find_authorization", move |conn| {
-        auths::find(conn, id)
+        auths::find(conn, id, bound.as_deref())
     })
     .await?;
     Ok(HttpResponse::Ok().json(out))
@@ -118,8 +120,9 @@ async fn capture(
     let amount = amount.ok_or_else(Problem::internal)?;
     let operation = format!("POST /v1/authorizations/{id}/captures");
     let key = IdempotencyKey::new(&caller.subject, &operation, &key, &body.0);
+    let bound = caller.program().map(str::to_owned);
     let stored = db::run_named(&state.pool, "capture", move |conn| {
-        auths::capture(conn, &key, id, amount)
+        auths::capture(conn, &key, id, amount, bound.as_deref())
     })
     .await?;
     Ok(created(stored))
@@ -132,8 +135,9 @@ async fn spend(
 ) -> Result<HttpResponse, Problem> {
     caller.require("payments:read")?;
     let card_id = card_id.into_inner();
+    let bound = caller.program().map(str::to_owned);
     let out = db::run_named(&state.pool, "spend", move |conn| {
-        auths::spend(conn, card_id)
+        auths::spend(conn, card_id, bound.as_deref())
     })
     .await?;
     Ok(HttpResponse::Ok().json(out))

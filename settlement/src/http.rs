@@ -37,6 +37,8 @@ async fn run(
     body: Body<RunBody>,
 ) -> Result<HttpResponse, Problem> {
     caller.require("settlement:write")?;
+    // Batches are per merchant and span every program (ADR 0018).
+    caller.require_platform()?;
     let cutoff = chrono::DateTime::parse_from_rfc3339(&body.0.cutoff)
         .map_err(|_| Problem::field("/cutoff", "must be an RFC 3339 date-time"))?
         .with_timezone(&chrono::Utc);
@@ -90,6 +92,7 @@ async fn batches(
     query: web::Query<BatchQuery>,
 ) -> Result<HttpResponse, Problem> {
     caller.require("settlement:read")?;
+    caller.require_platform()?;
     let query = query.into_inner();
     let limit = page_limit(query.limit)?;
     let after = match &query.cursor {

@@ -16,8 +16,11 @@
 //! A missing or invalid token is a 401 problem; a valid token without the endpoint's
 //! scope is a 403 problem; before the keys could be loaded even once, 503.
 
+pub mod caller;
 pub mod key_store;
 pub mod keys;
+
+pub use caller::Caller;
 
 use crate::config::{CommonSettings, JwtKeys};
 use crate::problem::Problem;
@@ -59,6 +62,9 @@ pub struct Claims {
     pub nbf: i64,
     pub exp: i64,
     pub scope: String,
+    /// The program (tenant) the token is bound to; none for a platform token (ADR 0018).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
 }
 
 /// Where a verifier gets its keys when it refreshes them.
@@ -255,15 +261,18 @@ impl JwtVerifier {
         validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         let data = decode::<Claims>(token, &key.key, &validation).map_err(|e| refused(e.kind()))?;
-        Ok(Caller {
-            subject: data.claims.sub,
-            scopes: data
-                .claims
-                .scope
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect(),
-        })
+        let program = match data.claims.program.as_deref() {
+            None => None,
+            Some(p) => Some(
+                crate::program::parse(p)
+                    .map_err(|_| refused(&ErrorKind::InvalidClaimFormat("program".to_owned())))?,
+            ),
+        };
+        Ok(Caller::new(
+            data.claims.sub,
+            data.claims.scope.split_whitespace().map(str::to_owned),
+            program,
+        ))
     }
 }
 
@@ -353,6 +362,7 @@ impl JwtIssuer {
             nbf: now,
             exp: now + ttl_secs,
             scope: scopes.join(" "),
+            program: None,
         }
     }
 
@@ -365,31 +375,24 @@ impl JwtIssuer {
         self.sign(&self.claims(subject, scopes, ttl_secs))
     }
 
+    /// A token bound to `program` (ADR 0018).
+    pub fn mint_for_program(
+        &self,
+        subject: &str,
+        scopes: &[&str],
+        ttl_secs: i64,
+        program: &str,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut claims = self.claims(subject, scopes, ttl_secs);
+        claims.program = Some(program.to_owned());
+        self.sign(&claims)
+    }
+
     /// Signs any claims (tests use it for expired, early or foreign tokens).
     pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(self.key.alg);
         header.kid = Some(self.key.kid.clone());
         encode(&header, claims, &self.key.key)
-    }
-}
-
-/// The authenticated caller of a request.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub subject: String,
-    scopes: Vec<String>,
-}
-
-impl Caller {
-    /// 403 problem unless the token carries `scope`.
-    pub fn require(&self, scope: &str) -> Result<(), Problem> {
-        if self.scopes.iter().any(|s| s == scope) {
-            Ok(())
-        } else {
-            Err(Problem::forbidden(format!(
-                "this operation needs the scope '{scope}'"
-            )))
-        }
     }
 }
 
@@ -734,5 +737,21 @@ mod tests {
             .await
             .unwrap_err();
         assert!(p.detail.unwrap_or_default().contains("issuer"));
+    }
+
+    #[tokio::test]
+    async fn reads_the_program_claim_and_refuses_a_malformed_one() {
+        let (issuer, verifier) = pair();
+        let bound = issuer.mint_for_program("a", &[], 60, "acme").unwrap();
+        let caller = verifier.verify(&bound).await.unwrap();
+        assert_eq!(caller.program(), Some("acme"));
+        let platform = issuer.mint("a", &[], 60).unwrap();
+        assert_eq!(verifier.verify(&platform).await.unwrap().program(), None);
+        for bad in ["", "ACME", "acme/../globex"] {
+            let token = issuer.mint_for_program("a", &[], 60, bad).unwrap();
+            let p = verifier.verify(&token).await.unwrap_err();
+            assert_eq!(p.status, 401, "{bad:?}");
+            assert!(p.detail.unwrap_or_default().contains("program"));
+        }
     }
 }

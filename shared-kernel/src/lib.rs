@@ -16,6 +16,7 @@ pub mod limits;
 pub mod money;
 pub mod outbox;
 pub mod problem;
+pub mod program;
 pub mod rate_limit;
 pub mod redact;
 pub mod replay;

@@ -220,6 +220,13 @@ impl TestSystem {
         self.issuer.mint("test-client", scopes, 600).unwrap()
     }
 
+    /// A token bound to `program` (ADR 0018) with `scopes`.
+    pub fn program_token(&self, program: &str, scopes: &[&str]) -> String {
+        self.issuer
+            .mint_for_program(&format!("{program}-client"), scopes, 600, program)
+            .unwrap()
+    }
+
     /// Sends a request; `token` None sends no Authorization header.
     pub async fn send(
         &self,

@@ -95,6 +95,9 @@ enum Command {
         /// Token lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
+        /// Binds the token to this program (tenant); without it, a platform token.
+        #[arg(long)]
+        program: Option<String>,
     },
 }
 
@@ -261,7 +264,11 @@ fn main() -> anyhow::Result<()> {
                     database_url,
                 },
         } => audit::verify(&context, database_url.as_deref()),
-        Command::Token { scopes, ttl } => token::print(&scopes, ttl),
+        Command::Token {
+            scopes,
+            ttl,
+            program,
+        } => token::print(&scopes, ttl, program.as_deref()),
         Command::Auth {
             command: AuthCommand::RotateKey,
         } => auth::rotate_key(),

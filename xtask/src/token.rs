@@ -1,4 +1,5 @@
-//! `cargo xtask token [--scope S]...`: a signed JWT on stdout, nothing else.
+//! `cargo xtask token [--scope S]... [--program P]`: a signed JWT on stdout, nothing
+//! else; with `--program`, bound to that program (ADR 0018).
 //!
 //! With `FLEET__AUTH__VAULT_PATH` set it signs with the newest key in Vault (ADR 0015);
 //! otherwise with the development key in `.dev/jwt-secret`.
@@ -8,7 +9,10 @@ use shared_kernel::auth::{JwtIssuer, ALL_SCOPES};
 use shared_kernel::config::{Env, JwtKeys};
 use shared_kernel::secrets::Secret;
 
-pub fn print(scopes: &[String], ttl: i64) -> anyhow::Result<()> {
+pub fn print(scopes: &[String], ttl: i64, program: Option<&str>) -> anyhow::Result<()> {
+    let program = program
+        .map(|p| shared_kernel::program::parse(p).map_err(|e| anyhow::anyhow!("--program {e}")))
+        .transpose()?;
     let env = Env::new("fleet");
     let iss = env
         .get("AUTH", "ISSUER")
@@ -29,6 +33,10 @@ pub fn print(scopes: &[String], ttl: i64) -> anyhow::Result<()> {
     } else {
         scopes.iter().map(String::as_str).collect()
     };
-    println!("{}", issuer.mint("developer", &chosen, ttl)?);
+    let token = match &program {
+        Some(p) => issuer.mint_for_program("developer", &chosen, ttl, p)?,
+        None => issuer.mint("developer", &chosen, ttl)?,
+    };
+    println!("{token}");
     Ok(())
 }

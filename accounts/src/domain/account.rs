@@ -6,6 +6,8 @@ pub struct NewAccount {
     pub legal_name: String,
     pub currency: Currency,
     pub credit_limit: Money,
+    /// The program (tenant) the account belongs to.
+    pub program_id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

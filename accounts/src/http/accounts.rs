@@ -7,7 +7,7 @@ use shared_kernel::auth::Caller;
 use shared_kernel::db::{self, db_problem};
 use shared_kernel::http::{page_limit, Body, MoneyIn, Page, PageQuery};
 use shared_kernel::problem::Violations;
-use shared_kernel::{Currency, Money, Problem};
+use shared_kernel::{program, Currency, Money, Problem};
 use uuid::Uuid;
 
 #[derive(Debug, Deserialize)]
@@ -16,6 +16,7 @@ pub struct OpenAccount {
     legal_name: String,
     currency: String,
     credit_limit: MoneyIn,
+    program_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -26,6 +27,7 @@ pub struct AccountOut {
     status: String,
     credit_limit: Money,
     posted_balance: Money,
+    program_id: String,
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -38,12 +40,17 @@ fn account_out(a: AccountWithBalance) -> Result<AccountOut, Problem> {
         status: a.account.status,
         credit_limit: Money::new(a.account.credit_limit, currency),
         posted_balance: Money::new(a.posted_balance, currency),
+        program_id: a.account.program_id,
         created_at: a.account.created_at,
     })
 }
 
-fn parse_open(body: &OpenAccount) -> Result<NewAccount, Problem> {
+fn parse_open(caller: &Caller, body: &OpenAccount) -> Result<NewAccount, Problem> {
     let mut v = Violations::new();
+    let requested = body
+        .program_id
+        .as_deref()
+        .and_then(|p| v.check("/program_id", program::parse(p)));
     let legal_name = v.check("/legal_name", parse_legal_name(&body.legal_name));
     let currency = v.check("/currency", Currency::parse(&body.currency));
     let credit_limit = body.credit_limit.parse("/credit_limit", false, &mut v);
@@ -53,11 +60,13 @@ fn parse_open(body: &OpenAccount) -> Result<NewAccount, Problem> {
         }
     }
     v.into_result()?;
+    let program_id = caller.within(requested.as_deref())?;
     match (legal_name, currency, credit_limit) {
         (Some(legal_name), Some(currency), Some(credit_limit)) => Ok(NewAccount {
             legal_name,
             currency,
             credit_limit,
+            program_id,
         }),
         _ => Err(Problem::internal()),
     }
@@ -69,7 +78,7 @@ pub async fn open(
     body: Body<OpenAccount>,
 ) -> Result<HttpResponse, Problem> {
     caller.require("accounts:write")?;
-    let new = parse_open(&body.0)?;
+    let new = parse_open(&caller, &body.0)?;
     let created = db::run_named(&state.pool, "open_account", move |conn| {
         store::open_account(conn, &new).map_err(db_problem)
     })
@@ -89,7 +98,10 @@ pub async fn get(
         store::find_account(conn, id).map_err(db_problem)
     })
     .await?;
-    let account = found.ok_or_else(|| Problem::not_found("account"))?;
+    // Another program's account is answered as an unknown one.
+    let account = found
+        .filter(|a| caller.sees(&a.account.program_id))
+        .ok_or_else(|| Problem::not_found("account"))?;
     Ok(HttpResponse::Ok().json(account_out(account)?))
 }
 
@@ -119,8 +131,10 @@ pub async fn ledger_entries(
             .parse::<i64>()
             .map_err(|_| Problem::field("/cursor", "not a cursor this API issued"))?,
     };
+    let bound = caller.program().map(str::to_owned);
     let rows = db::run(&state.pool, move |conn| {
-        if !store::account_exists(conn, id).map_err(db_problem)? {
+        let program = store::account_program(conn, id).map_err(db_problem)?;
+        if !program.is_some_and(|p| program::visible(bound.as_deref(), &p)) {
             return Err(Problem::not_found("account"));
         }
         ledger::entries(conn, id, after, limit).map_err(db_problem)

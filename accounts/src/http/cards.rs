@@ -132,8 +132,9 @@ pub async fn issue(
     };
     drop(pan); // the plaintext number is not kept past this point
     let stored = row.clone();
+    let bound = caller.program().map(str::to_owned);
     db::run_named(&state.pool, "issue_card", move |conn| {
-        issue_card(conn, &stored).map_err(|e| match e {
+        issue_card(conn, &stored, bound.as_deref()).map_err(|e| match e {
             IssueError::AccountNotFound => Problem::not_found("account"),
             IssueError::AccountNotActive(s) => Problem::conflict(format!("the account is {s}")),
             IssueError::DuplicatePan => Problem::conflict("a card with this number already exists"),

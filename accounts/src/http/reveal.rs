@@ -36,8 +36,9 @@ pub async fn reveal(
 ) -> Result<HttpResponse, Problem> {
     caller.require(REVEAL_SCOPE)?;
     let id = card_id.into_inner();
+    let bound = caller.program().map(str::to_owned);
     let card = db::run_named(&state.pool, "find_card", move |conn| {
-        find_card(conn, id).map_err(db_problem)
+        find_card(conn, id, bound.as_deref()).map_err(db_problem)
     })
     .await?
     .ok_or_else(|| Problem::not_found("card"))?;

@@ -2,7 +2,7 @@ use super::schema::{accounts, cards};
 use crate::events;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error};
-use shared_kernel::outbox;
+use shared_kernel::{outbox, program};
 use uuid::Uuid;
 
 /// What is stored of a card: never the PAN in the clear.
@@ -33,20 +33,30 @@ pub enum IssueError {
     Db(#[from] Error),
 }
 
-/// Stores the card and records `card_issued` in the outbox, in one transaction.
-pub fn issue_card(conn: &mut PgConnection, card: &CardRow) -> Result<(), IssueError> {
+/// Stores the card and records `card_issued` in the outbox, in one transaction. An
+/// account of a program the caller (bound to `bound`) may not see is not found.
+pub fn issue_card(
+    conn: &mut PgConnection,
+    card: &CardRow,
+    bound: Option<&str>,
+) -> Result<(), IssueError> {
     conn.transaction(|conn| {
-        let status: Option<String> = accounts::table
+        let account: Option<(String, String)> = accounts::table
             .find(card.account_id)
-            .select(accounts::status)
+            .select((accounts::status, accounts::program_id))
             .for_share()
             .first(conn)
             .optional()?;
-        match status.as_deref() {
+        let program_id = match account {
+            Some((_, program)) if !program::visible(bound, &program) => {
+                return Err(IssueError::AccountNotFound)
+            }
             None => return Err(IssueError::AccountNotFound),
-            Some("active") => {}
-            Some(other) => return Err(IssueError::AccountNotActive(other.to_owned())),
-        }
+            Some((status, _)) if status != "active" => {
+                return Err(IssueError::AccountNotActive(status))
+            }
+            Some((_, program)) => program,
+        };
         diesel::insert_into(cards::table)
             .values(card)
             .execute(conn)
@@ -56,16 +66,25 @@ pub fn issue_card(conn: &mut PgConnection, card: &CardRow) -> Result<(), IssueEr
                 }
                 other => IssueError::Db(other),
             })?;
-        outbox::enqueue(conn, &events::card_issued(card))?;
+        outbox::enqueue(conn, &events::card_issued(card, &program_id))?;
         Ok(())
     })
 }
 
-/// The stored card with this id.
-pub fn find_card(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<CardRow>> {
-    cards::table
-        .find(id)
-        .select(CardRow::as_select())
+/// The stored card with this id, unless its account's program is one the caller
+/// (bound to `bound`) may not see.
+pub fn find_card(
+    conn: &mut PgConnection,
+    id: Uuid,
+    bound: Option<&str>,
+) -> QueryResult<Option<CardRow>> {
+    let found: Option<(CardRow, String)> = cards::table
+        .inner_join(accounts::table)
+        .filter(cards::id.eq(id))
+        .select((CardRow::as_select(), accounts::program_id))
         .first(conn)
-        .optional()
+        .optional()?;
+    Ok(found
+        .filter(|(_, program)| program::visible(bound, program))
+        .map(|(card, _)| card))
 }

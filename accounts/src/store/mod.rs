@@ -24,6 +24,7 @@ pub struct AccountRow {
     pub status: String,
     pub version: i64,
     pub created_at: DateTime<Utc>,
+    pub program_id: String,
 }
 
 #[derive(Insertable)]
@@ -33,6 +34,7 @@ struct NewAccountRow<'a> {
     legal_name: &'a str,
     currency: &'a str,
     credit_limit: i64,
+    program_id: &'a str,
 }
 
 /// An account with its posted balance (the sum of its receivable ledger lines).
@@ -52,6 +54,7 @@ pub fn open_account(conn: &mut PgConnection, new: &NewAccount) -> QueryResult<Ac
                 legal_name: &new.legal_name,
                 currency: new.currency.code(),
                 credit_limit: new.credit_limit.amount,
+                program_id: &new.program_id,
             })
             .returning(AccountRow::as_returning())
             .get_result(conn)?;
@@ -66,9 +69,13 @@ pub fn open_account(conn: &mut PgConnection, new: &NewAccount) -> QueryResult<Ac
     })
 }
 
-/// Whether the account exists (no balance computed).
-pub fn account_exists(conn: &mut PgConnection, id: Uuid) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(accounts::table.find(id))).get_result(conn)
+/// The program of the account, if it exists (no balance computed).
+pub fn account_program(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<String>> {
+    accounts::table
+        .find(id)
+        .select(accounts::program_id)
+        .first(conn)
+        .optional()
 }
 
 pub fn find_account(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<AccountWithBalance>> {

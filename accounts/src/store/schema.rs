@@ -9,6 +9,7 @@ diesel::table! {
         status -> Text,
         version -> Int8,
         created_at -> Timestamptz,
+        program_id -> Text,
     }
 }
 

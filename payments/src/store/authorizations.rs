@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
 use shared_kernel::ids::{AuthorizationId, CaptureId};
-use shared_kernel::{outbox, Currency, Money, Problem};
+use shared_kernel::{outbox, program, Currency, Money, Problem};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -29,6 +29,7 @@ pub struct AuthorizationRow {
     pub merchant: serde_json::Value,
     pub version: i64,
     pub created_at: DateTime<Utc>,
+    pub program_id: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,6 +70,8 @@ fn json(v: &impl Serialize) -> Result<serde_json::Value, Problem> {
 
 #[derive(Debug, Clone)]
 pub struct AuthorizeCommand {
+    /// The program the caller is bound to (`None`: a platform caller).
+    pub bound: Option<String>,
     pub card_id: Uuid,
     pub amount: Money,
     pub merchant: Merchant,
@@ -85,11 +88,13 @@ pub fn authorize(
         if let Some(stored) = idempotency::begin(conn, key)? {
             return Ok(stored);
         }
-        let (account_id, card_status): (Uuid, String) = cp::table
+        // Another program's card is answered as an unknown one (ADR 0018).
+        let (account_id, card_status, program_id) = cp::table
             .find(cmd.card_id)
-            .select((cp::account_id, cp::status))
-            .first(conn)
+            .select((cp::account_id, cp::status, cp::program_id))
+            .first::<(Uuid, String, String)>(conn)
             .optional()?
+            .filter(|(_, _, p)| program::visible(cmd.bound.as_deref(), p))
             .ok_or_else(|| Problem::not_found("card"))?;
         let (acc_currency, limit, posted, status, held): (String, i64, i64, String, i64) =
             ap::table
@@ -139,6 +144,7 @@ pub fn authorize(
             merchant: json(&cmd.merchant)?,
             version: 1,
             created_at: now_micros(),
+            program_id,
         };
         diesel::insert_into(au::table)
             .values((
@@ -151,6 +157,7 @@ pub fn authorize(
                 au::currency.eq(&row.currency),
                 au::merchant.eq(&row.merchant),
                 au::created_at.eq(row.created_at),
+                au::program_id.eq(&row.program_id),
             ))
             .execute(conn)?;
         if decision.is_ok() {
@@ -186,6 +193,7 @@ pub fn capture(
     key: &IdempotencyKey,
     authorization_id: Uuid,
     amount: Money,
+    bound: Option<&str>,
 ) -> Result<Stored, Problem> {
     conn.transaction(|conn| {
         if let Some(stored) = idempotency::begin(conn, key)? {
@@ -197,6 +205,7 @@ pub fn capture(
             .for_update()
             .first(conn)
             .optional()?
+            .filter(|a| program::visible(bound, &a.program_id))
             .ok_or_else(|| Problem::not_found("authorization"))?;
         if auth.status != "approved" {
             return Err(Problem::conflict(format!(
@@ -250,12 +259,17 @@ pub fn capture(
     })
 }
 
-pub fn find(conn: &mut PgConnection, id: Uuid) -> Result<AuthorizationOut, Problem> {
+pub fn find(
+    conn: &mut PgConnection,
+    id: Uuid,
+    bound: Option<&str>,
+) -> Result<AuthorizationOut, Problem> {
     let row = au::table
         .find(id)
         .select(AuthorizationRow::as_select())
         .first(conn)
         .optional()?
+        .filter(|a| program::visible(bound, &a.program_id))
         .ok_or_else(|| Problem::not_found("authorization"))?;
     authorization_out(row)
 }
@@ -269,8 +283,13 @@ pub struct SpendOut {
     pub open_holds: Money,
 }
 
-pub fn spend(conn: &mut PgConnection, card_id: Uuid) -> Result<SpendOut, Problem> {
-    let (account_id, acc_currency, limit, posted, held): (Uuid, String, i64, i64, i64) = cp::table
+pub fn spend(
+    conn: &mut PgConnection,
+    card_id: Uuid,
+    bound: Option<&str>,
+) -> Result<SpendOut, Problem> {
+    type Row = (Uuid, String, i64, i64, i64, String);
+    let (account_id, acc_currency, limit, posted, held, _) = cp::table
         .inner_join(ap::table.on(ap::account_id.eq(cp::account_id)))
         .filter(cp::card_id.eq(card_id))
         .select((
@@ -279,9 +298,11 @@ pub fn spend(conn: &mut PgConnection, card_id: Uuid) -> Result<SpendOut, Problem
             ap::credit_limit,
             ap::posted_balance,
             ap::held,
+            cp::program_id,
         ))
-        .first(conn)
+        .first::<Row>(conn)
         .optional()?
+        .filter(|r: &Row| program::visible(bound, &r.5))
         .ok_or_else(|| Problem::not_found("card"))?;
     let c = currency(&acc_currency)?;
     let position = SpendPosition {

@@ -62,14 +62,17 @@ pub fn apply_card(
             return Ok(false);
         }
         diesel::sql_query(
-            "INSERT INTO card_projection (card_id, account_id, status, version) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (card_id) DO UPDATE SET status = EXCLUDED.status, version = EXCLUDED.version \
+            "INSERT INTO card_projection (card_id, account_id, status, version, program_id) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (card_id) DO UPDATE SET status = EXCLUDED.status, version = EXCLUDED.version, \
+               program_id = EXCLUDED.program_id \
              WHERE card_projection.version < EXCLUDED.version",
         )
         .bind::<SqlUuid, _>(c.card_id)
         .bind::<SqlUuid, _>(c.account_id)
         .bind::<Text, _>(&c.status)
         .bind::<BigInt, _>(sequence)
+        .bind::<Text, _>(&c.program_id)
         .execute(conn)?;
         Ok(true)
     })

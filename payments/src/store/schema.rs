@@ -18,6 +18,7 @@ diesel::table! {
         account_id -> Uuid,
         status -> Text,
         version -> Int8,
+        program_id -> Text,
     }
 }
 
@@ -34,6 +35,7 @@ diesel::table! {
         merchant -> Jsonb,
         version -> Int8,
         created_at -> Timestamptz,
+        program_id -> Text,
     }
 }
 

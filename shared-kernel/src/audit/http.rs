@@ -1,5 +1,6 @@
 //! The audit log's HTTP side: a middleware that records every state-changing request
-//! once its response is known, and `GET /v1/audit-events` (scope `audit:read`).
+//! once its response is known, and `GET /v1/audit-events` (scope `audit:read`; platform
+//! tokens only, since the log holds every program's records).
 
 use super::{store, Entry, Record};
 use crate::auth::Caller;
@@ -35,10 +36,13 @@ pub async fn record(
         return next.call(req).await;
     };
     let at = chrono::Utc::now();
-    let subject = crate::auth::caller_of(req.request())
-        .await
-        .map(|c| c.subject)
-        .unwrap_or_else(|_| ANONYMOUS.to_owned());
+    let (subject, program) = match crate::auth::caller_of(req.request()).await {
+        Ok(c) => {
+            let program = c.program().map(str::to_owned);
+            (c.subject, program)
+        }
+        Err(_) => (ANONYMOUS.to_owned(), None),
+    };
     let source = req
         .peer_addr()
         .map(|a| a.ip().to_string())
@@ -58,7 +62,7 @@ pub async fn record(
     let entry = Entry {
         at,
         subject,
-        program: None,
+        program,
         action: format!("{method} {}", pattern.unwrap_or_else(|| resource.clone())),
         resource,
         status,
@@ -99,6 +103,8 @@ pub async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, Problem> {
     caller.require("audit:read")?;
+    // The log holds every program's records.
+    caller.require_platform()?;
     let query = query.into_inner();
     let limit = page_limit(query.limit)?;
     let after = match &query.cursor {
