@@ -10,7 +10,7 @@ use actix_web::web;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use domain::fees::FeeSchedule;
 use shared_kernel::config::CommonSettings;
-use shared_kernel::db::{self, PgPool};
+use shared_kernel::db::PgPool;
 use shared_kernel::startup::{self, Application};
 
 pub const CONTEXT: &str = "settlement";
@@ -48,8 +48,9 @@ pub struct AppState {
 }
 
 /// Runs the migrations of the `settlement` schema.
-pub fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    db::migrate(settings.common.migration_url().expose(), SCHEMA, MIGRATIONS)
+/// `<ctx> migrate` (see [`startup::migrate_from_env`]).
+pub fn migrate() -> anyhow::Result<()> {
+    startup::migrate_from_env(CONTEXT, SCHEMA, MIGRATIONS)
 }
 
 /// Migrates, connects, starts the relay and the consumers, and binds the port

@@ -259,21 +259,37 @@ where
     })
 }
 
-/// The `main` of every context binary: `<ctx> [serve|migrate]`.
+/// `<ctx> migrate`: runs `schema`'s migrations and nothing else, with the one setting it
+/// needs, `DATABASE__MIGRATION_URL` (else `DATABASE__URL`). A migration Job then holds
+/// the owner's URL and no other secret of the service (no token key, no broker URL).
+pub fn migrate_from_env(
+    context: &str,
+    schema: &str,
+    migrations: EmbeddedMigrations,
+) -> anyhow::Result<()> {
+    let env = crate::config::Env::new(context);
+    let url = match env.get("DATABASE", "MIGRATION_URL") {
+        Some(url) => url,
+        None => env.required("DATABASE", "URL")?,
+    };
+    db::migrate(&url, schema, migrations)
+}
+
+/// The `main` of every context binary: `<ctx> [serve|migrate]`. Settings are read for
+/// `serve` only; `migrate` reads its own one ([`migrate_from_env`]).
 pub fn main<S>(
     context: &str,
     load: fn() -> anyhow::Result<S>,
-    migrate: fn(&S) -> anyhow::Result<()>,
+    migrate: fn() -> anyhow::Result<()>,
     build: fn(S) -> futures_util::future::LocalBoxFuture<'static, anyhow::Result<Application>>,
 ) -> anyhow::Result<()> {
     crate::telemetry::init(context);
     crate::http::init_metrics();
     let run = || -> anyhow::Result<()> {
-        let settings = load()?;
         match std::env::args().nth(1).as_deref() {
-            Some("migrate") => migrate(&settings),
+            Some("migrate") => migrate(),
             None | Some("serve") => actix_web::rt::System::new().block_on(async move {
-                let app = build(settings).await?;
+                let app = build(load()?).await?;
                 tracing::info!(context, port = app.port(), "listening");
                 app.run_until_stopped().await?;
                 crate::telemetry::flush();

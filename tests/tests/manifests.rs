@@ -172,15 +172,52 @@ fn the_rules_catch_broken_manifests() {
             "Deployment fleet-cards/accounts has no migration Job",
         ),
         (
-            "payments reaching Vault",
+            "a server reaching Vault without using it",
+            |o| {
+                let cm = find_mut(o, "ConfigMap", "settlement-config");
+                cm["data"].as_object_mut().unwrap().remove("SETTLEMENT__VAULT__ADDR");
+            },
+            "Deployment fleet-cards/settlement: a NetworkPolicy allows egress to port 8200 (Vault), which it does not use",
+        ),
+        (
+            "a server naming Vault it cannot reach",
             |o| {
                 let np = find_mut(o, "NetworkPolicy", "payments");
                 np["spec"]["egress"]
                     .as_array_mut()
                     .unwrap()
-                    .push(json!({"ports": [{"protocol": "TCP", "port": 8200}]}));
+                    .retain(|r| r["ports"][0]["port"] != json!(8200));
             },
-            "NetworkPolicy fleet-cards/payments: egress to port 8200 (Vault) is only for accounts",
+            "Deployment fleet-cards/payments: names Vault (VAULT__ADDR) but no NetworkPolicy allows egress to port 8200",
+        ),
+        (
+            "a shared token key",
+            |o| {
+                let c = container_mut(o, "Deployment", "payments");
+                c["env"].as_array_mut().unwrap().push(json!({"name": "PAYMENTS__AUTH__JWT_SECRET",
+                    "valueFrom": {"secretKeyRef": {"name": "payments-secrets", "key": "jwt-secret"}}}));
+            },
+            "Deployment fleet-cards/payments: AUTH__JWT_SECRET is set",
+        ),
+        (
+            "token keys from Vault without a Vault token",
+            |o| {
+                let c = container_mut(o, "Deployment", "accounts");
+                c["env"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|e| e["name"] != json!("ACCOUNTS__VAULT__TOKEN"));
+            },
+            "Deployment fleet-cards/accounts: AUTH__VAULT_PATH needs VAULT__ADDR and VAULT__TOKEN",
+        ),
+        (
+            "a migration Job holding a service secret",
+            |o| {
+                let c = container_mut(o, "Job", "settlement-migrate");
+                c["env"].as_array_mut().unwrap().push(json!({"name": "SETTLEMENT__AMQP__URL",
+                    "valueFrom": {"secretKeyRef": {"name": "settlement-secrets", "key": "amqp-url"}}}));
+            },
+            "Job fleet-cards/settlement-migrate: takes other secrets than the owner's URL",
         ),
         (
             "egress to another port",

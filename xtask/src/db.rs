@@ -44,7 +44,6 @@ pub fn migrate() -> anyhow::Result<()> {
         let status = Command::new(bin.join(ctx))
             .arg("migrate")
             .envs(env)
-            .env("FLEET__AUTH__JWT_SECRET", dev::jwt_secret()?)
             .status()
             .with_context(|| format!("running {ctx} migrate"))?;
         anyhow::ensure!(status.success(), "{ctx} migrations failed");

@@ -15,8 +15,6 @@ pub const CONTEXTS: [&str; 3] = ["accounts", "payments", "settlement"];
 /// DNS, PostgreSQL, RabbitMQ, Vault.
 pub const EGRESS_PORTS: [i64; 4] = [53, 5432, 5672, 8200];
 pub const VAULT_PORT: i64 = 8200;
-/// The only context that talks to Vault (card-number encryption).
-pub const VAULT_CONTEXT: &str = "accounts";
 pub const NAME: &str = "app.kubernetes.io/name";
 pub const PART_OF: &str = "app.kubernetes.io/part-of";
 pub const COMPONENT: &str = "app.kubernetes.io/component";
@@ -113,6 +111,36 @@ pub fn secret_refs(c: &Value) -> BTreeSet<String> {
         }
     }
     refs
+}
+
+/// The settings a container reads: its `env` names and the keys of the ConfigMaps it
+/// takes whole (`envFrom`), with their values where they are plain.
+pub fn settings(c: &Value, objects: &[Value], ns: &str) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = c["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().to_owned(),
+                e["value"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    for from in c["envFrom"].as_array().into_iter().flatten() {
+        let Some(cm) = from["configMapRef"]["name"].as_str() else {
+            continue;
+        };
+        let data = objects
+            .iter()
+            .find(|m| kind(m) == "ConfigMap" && name(m) == cm && namespace(m) == ns)
+            .map(|m| m["data"].clone())
+            .unwrap_or_default();
+        for (k, v) in data.as_object().into_iter().flatten() {
+            out.push((k.clone(), v.as_str().map(str::to_owned)));
+        }
+    }
+    out
 }
 
 /// Names that carry a credential: they must come from a Secret.

@@ -109,7 +109,6 @@ pub fn check_network_policy(o: &Value, problems: &mut Vec<String>) {
             id(o)
         ));
     }
-    let ctx = label(o, NAME).unwrap_or_default();
     for rule in spec["egress"].as_array().into_iter().flatten() {
         let ports = rule["ports"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         if ports.is_empty() {
@@ -127,10 +126,6 @@ pub fn check_network_policy(o: &Value, problems: &mut Vec<String>) {
                 )),
                 Some(p) if !EGRESS_PORTS.contains(&p) => problems.push(format!(
                     "{}: egress to port {p} is not allowed (only {EGRESS_PORTS:?})",
-                    id(o)
-                )),
-                Some(VAULT_PORT) if ctx != VAULT_CONTEXT => problems.push(format!(
-                    "{}: egress to port {VAULT_PORT} (Vault) is only for {VAULT_CONTEXT}, not {ctx:?}",
                     id(o)
                 )),
                 Some(_) => {}
@@ -407,7 +402,7 @@ pub fn check_companions(d: &Value, objects: &[Value], prod: bool, problems: &mut
     if policies.is_empty() {
         problems.push(format!("{at} has no NetworkPolicy"));
     }
-    for np in policies {
+    for np in &policies {
         for rule in np["spec"]["ingress"].as_array().into_iter().flatten() {
             for p in rule["ports"].as_array().into_iter().flatten() {
                 if !serves(&p["port"]) {
@@ -421,7 +416,9 @@ pub fn check_companions(d: &Value, objects: &[Value], prod: bool, problems: &mut
         }
     }
 
-    // Migration Job: `<ctx> migrate` with the same image and secrets.
+    check_vault(d, objects, &policies, problems);
+
+    // Migration Job: `<ctx> migrate` with the same image, and the owner's URL alone.
     let ctx = label(d, NAME).unwrap_or_default();
     let jobs: Vec<&Value> = objects
         .iter()
@@ -464,8 +461,8 @@ pub fn check_companions(d: &Value, objects: &[Value], prod: bool, problems: &mut
                     c["image"]
                 ));
             }
-            // The Job holds the schema owner's URL besides the service's secrets; the
-            // service never does (ADR 0017).
+            // The Job holds the schema owner's URL and nothing else; the service never
+            // holds it (ADR 0017).
             let owner = |refs: &BTreeSet<String>| -> Vec<String> {
                 refs.iter()
                     .filter(|r| r.contains("__DATABASE__MIGRATION_URL="))
@@ -479,17 +476,10 @@ pub fn check_companions(d: &Value, objects: &[Value], prod: bool, problems: &mut
                     owner(&service)
                 ));
             }
-            let job_rest: BTreeSet<String> = job
-                .iter()
-                .filter(|r| !r.contains("__DATABASE__MIGRATION_URL="))
-                .cloned()
-                .collect();
-            if owner(&job).len() != 1 || job_rest != service {
+            if owner(&job).len() != 1 || job.len() != 1 {
                 problems.push(format!(
-                    "{}: takes other secrets than {at} plus the owner's URL: {:?} vs {:?}",
-                    id(j),
-                    job,
-                    service
+                    "{}: takes other secrets than the owner's URL: {job:?}",
+                    id(j)
                 ));
             }
         }
@@ -501,5 +491,53 @@ pub fn check_companions(d: &Value, objects: &[Value], prod: bool, problems: &mut
                 ));
             }
         }
+    }
+}
+
+/// Token keys come from Vault, and Vault is reachable exactly where it is configured:
+/// - no shared HS256 token key (`AUTH__JWT_SECRET`) in any container;
+/// - the server verifies tokens with Vault's keys (`AUTH__VAULT_PATH`), which needs
+///   `VAULT__ADDR` in its settings and `VAULT__TOKEN` from a Secret;
+/// - its NetworkPolicies open egress to Vault's port if, and only if, it names Vault.
+fn check_vault(d: &Value, objects: &[Value], policies: &[&Value], problems: &mut Vec<String>) {
+    let at = id(d);
+    let pod = &d["spec"]["template"]["spec"];
+    let Some(c) = containers(pod).find(|(init, _)| !init).map(|(_, c)| c) else {
+        return;
+    };
+    let settings = settings(c, objects, namespace(d));
+    let has = |suffix: &str| settings.iter().any(|(k, _)| k.ends_with(suffix));
+    if has("__AUTH__JWT_SECRET") {
+        problems.push(format!(
+            "{at}: AUTH__JWT_SECRET is set: tokens are verified with the keys in Vault (AUTH__VAULT_PATH), not a shared secret"
+        ));
+    }
+    if !has("__AUTH__VAULT_PATH") {
+        problems.push(format!(
+            "{at}: AUTH__VAULT_PATH is not set: tokens must be verified with the keys in Vault"
+        ));
+    }
+    let names_vault = has("__VAULT__ADDR");
+    if has("__AUTH__VAULT_PATH") && !(names_vault && has("__VAULT__TOKEN")) {
+        problems.push(format!(
+            "{at}: AUTH__VAULT_PATH needs VAULT__ADDR and VAULT__TOKEN"
+        ));
+    }
+    let opens_vault = policies.iter().any(|np| {
+        np["spec"]["egress"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r["ports"].as_array().into_iter().flatten())
+            .any(|p| p["port"].as_i64() == Some(VAULT_PORT))
+    });
+    match (names_vault, opens_vault) {
+        (true, false) => problems.push(format!(
+            "{at}: names Vault (VAULT__ADDR) but no NetworkPolicy allows egress to port {VAULT_PORT}"
+        )),
+        (false, true) => problems.push(format!(
+            "{at}: a NetworkPolicy allows egress to port {VAULT_PORT} (Vault), which it does not use"
+        )),
+        _ => {}
     }
 }
