@@ -156,7 +156,13 @@ async fn consume_once(
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("consumer_messages_total", "queue" => queue.to_owned(), "outcome" => outcome)
             .increment(1);
-        delivery.ack(BasicAckOptions::default()).await?;
+        // Bounded: on a timeout the consumer reconnects, the unacked message comes back,
+        // and the inbox makes it a no-op.
+        super::bounded(
+            "acknowledging a message",
+            delivery.ack(BasicAckOptions::default()),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -226,10 +232,12 @@ pub fn retry_delay(attempts: u32) -> u32 {
     RETRY_DELAYS_SECS[i.min(RETRY_DELAYS_SECS.len() - 1)]
 }
 
-/// A failure's text as it may be logged or kept: serde quotes the offending value, which
-/// in a hostile message could be a card number, so digit runs are masked.
+/// A failure's text as it may be logged or kept in the parked message's header: serde
+/// quotes the offending value, which in a hostile message could be a card number, a token
+/// or a credential, so digit runs and every secret `redact` knows are masked. Always, even
+/// where logging redaction is off: the header outlives the process, in the broker.
 fn redacted(reason: &str) -> String {
-    crate::http::redact_digit_runs(reason)
+    crate::redact::redact(&crate::http::redact_digit_runs(reason))
         .chars()
         .take(1000)
         .collect()
@@ -283,5 +291,19 @@ mod tests {
     fn retries_wait_longer_each_time_then_stay_at_the_longest_delay() {
         let delays: Vec<u32> = (1..=5).map(retry_delay).collect();
         assert_eq!(delays, vec![1, 5, 30, 30, 30]);
+    }
+
+    #[test]
+    fn a_parked_reason_keeps_no_card_number_token_or_credential() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+        let reason = format!(
+            "invalid type: string \"4000056655665556\", Bearer {jwt} password=hunter2-secret"
+        );
+        let kept = redacted(&reason);
+        for secret in ["4000056655665556", jwt, "hunter2-secret"] {
+            assert!(!kept.contains(secret), "{secret} kept in {kept}");
+        }
+        assert!(kept.starts_with("invalid type: string"), "{kept}");
+        assert!(redacted(&"x".repeat(5000)).len() <= 1000);
     }
 }

@@ -22,6 +22,39 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest wait for a channel on a connection lapin still calls connected.
+const CHANNEL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest wait for an answer the broker owes (an ack's completion, a publish
+/// confirm). lapin can leave such a promise pending for good when the connection dies at
+/// that moment (an ack sent on a channel it already marked dead is dropped, not failed),
+/// and a consumer waiting on it would stay silent forever (ADR 0009).
+pub const BROKER_ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `answer`, or an error naming `what` once [`BROKER_ANSWER_TIMEOUT`] has passed.
+pub async fn bounded<T, E>(
+    what: &str,
+    answer: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    bounded_by(BROKER_ANSWER_TIMEOUT, what, answer).await
+}
+
+/// [`bounded`] with its own limit.
+pub async fn bounded_by<T, E>(
+    limit: Duration,
+    what: &str,
+    answer: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(limit, answer).await {
+        Ok(result) => result.with_context(|| what.to_owned()),
+        Err(_) => anyhow::bail!("no answer from the broker within {limit:?}: {what}"),
+    }
+}
 
 /// The process's connection to the broker, made (and remade) when a channel is asked for.
 pub struct Broker {
@@ -43,10 +76,20 @@ impl Broker {
         let mut guard = self.conn.lock().await;
         if let Some(conn) = guard.as_ref() {
             if conn.status().connected() {
-                return conn
-                    .create_channel()
-                    .await
-                    .context("opening an AMQP channel");
+                match bounded_by(
+                    CHANNEL_TIMEOUT,
+                    "opening an AMQP channel",
+                    conn.create_channel(),
+                )
+                .await
+                {
+                    Ok(channel) => return Ok(channel),
+                    // A connection that cannot open a channel is dropped and made anew.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the broker connection opens no channel; reconnecting");
+                        *guard = None;
+                    }
+                }
             }
         }
         let conn = tokio::time::timeout(
@@ -56,10 +99,12 @@ impl Broker {
         .await
         .context("timed out connecting to RabbitMQ")?
         .context("connecting to RabbitMQ")?;
-        let channel = conn
-            .create_channel()
-            .await
-            .context("opening an AMQP channel")?;
+        let channel = bounded_by(
+            CHANNEL_TIMEOUT,
+            "opening an AMQP channel",
+            conn.create_channel(),
+        )
+        .await?;
         *guard = Some(conn);
         Ok(channel)
     }
@@ -288,7 +333,7 @@ pub async fn send_to_queue(
     data: &[u8],
     properties: BasicProperties,
 ) -> anyhow::Result<()> {
-    let confirm = channel
+    let publish = channel
         .basic_publish(
             "".into(),
             queue.into(),
@@ -300,9 +345,8 @@ pub async fn send_to_queue(
             properties,
         )
         .await
-        .with_context(|| format!("publishing to {queue}"))?
-        .await
-        .with_context(|| format!("confirming a publish to {queue}"))?;
+        .with_context(|| format!("publishing to {queue}"))?;
+    let confirm = bounded(&format!("confirming a publish to {queue}"), publish).await?;
     match confirm {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(_)) => anyhow::bail!("{queue} does not exist (message returned)"),
@@ -372,6 +416,20 @@ pub async fn depth(channel: &Channel, queue: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_answer_that_never_comes_becomes_an_error_naming_it() {
+        let never = std::future::pending::<Result<(), std::io::Error>>();
+        let e = bounded_by(Duration::from_millis(20), "acknowledging a message", never)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("acknowledging a message"), "{e}");
+        let answered = async { Ok::<_, std::io::Error>(7) };
+        assert_eq!(bounded("a confirm", answered).await.unwrap(), 7);
+        let failed = async { Err::<(), _>(std::io::Error::other("closed")) };
+        let e = bounded("a confirm", failed).await.unwrap_err();
+        assert!(format!("{e:#}").contains("closed"), "{e:#}");
+    }
 
     #[test]
     fn names_carry_the_prefix() {

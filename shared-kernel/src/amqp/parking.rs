@@ -123,7 +123,11 @@ pub async fn replay(broker: &Broker, queue: &str, only: Option<&str>) -> anyhow:
         }
         let props = delivery.properties.clone().with_headers(kept);
         send_to_queue(&publisher, queue, &delivery.data, props).await?;
-        delivery.ack(BasicAckOptions::default()).await?;
+        super::bounded(
+            "acknowledging a replayed message",
+            delivery.ack(BasicAckOptions::default()),
+        )
+        .await?;
         replayed += 1;
     }
     let _ = reader.close(200, "replayed".into()).await;

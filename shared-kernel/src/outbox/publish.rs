@@ -212,7 +212,7 @@ async fn send_and_confirm(
     let mut returned = HashSet::new();
     let mut nacked = HashSet::new();
     for (id, confirm) in pending {
-        let message = match confirm.await? {
+        let message = match crate::amqp::bounded("confirming a published event", confirm).await? {
             Confirmation::Ack(message) => message,
             Confirmation::Nack(message) => {
                 nacked.insert(id);
