@@ -275,7 +275,26 @@ pub fn migrate_from_env(
     db::migrate(&url, schema, migrations)
 }
 
-/// The `main` of every context binary: `<ctx> [serve|migrate]`. Settings are read for
+/// `<ctx> health`: succeeds when the server on this host's `HTTP__PORT` answers
+/// `/health/live` with 200 (a container image's health check, with no HTTP client in it).
+fn health(context: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let port: u16 = crate::config::Env::new(context)
+        .required("HTTP", "PORT")?
+        .parse()
+        .map_err(|e| anyhow::anyhow!("HTTP__PORT: {e}"))?;
+    let limit = Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), limit)?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.write_all(b"GET /health/live HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    let status = String::from_utf8_lossy(&head[9..12]).into_owned();
+    anyhow::ensure!(status == "200", "/health/live answered {status}");
+    Ok(())
+}
+
+/// The `main` of every context binary: `<ctx> [serve|migrate|health]`. Settings are read for
 /// `serve` only; `migrate` reads its own one ([`migrate_from_env`]).
 pub fn main<S>(
     context: &str,
@@ -288,6 +307,7 @@ pub fn main<S>(
     let run = || -> anyhow::Result<()> {
         match std::env::args().nth(1).as_deref() {
             Some("migrate") => migrate(),
+            Some("health") => health(context),
             None | Some("serve") => actix_web::rt::System::new().block_on(async move {
                 let app = build(load()?).await?;
                 tracing::info!(context, port = app.port(), "listening");
@@ -295,7 +315,9 @@ pub fn main<S>(
                 crate::telemetry::flush();
                 Ok(())
             }),
-            Some(other) => anyhow::bail!("unknown command {other:?}; use 'serve' or 'migrate'"),
+            Some(other) => {
+                anyhow::bail!("unknown command {other:?}; use 'serve', 'migrate' or 'health'")
+            }
         }
     };
     // The error `main` returns is printed on stderr, past the log writer: redacted here

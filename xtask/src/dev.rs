@@ -68,10 +68,14 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
 /// `cargo test` and nothing is compiled twice.
 pub fn build_services() -> anyhow::Result<PathBuf> {
     cargo(&["build", "--quiet", "--workspace", "--all-targets"])?;
-    let target = std::env::var("CARGO_TARGET_DIR")
+    Ok(target_dir().join("debug"))
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/`).
+pub fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"));
-    Ok(target.join("debug"))
+        .unwrap_or_else(|_| root().join("target"))
 }
 
 pub fn random_hex(bytes: usize) -> anyhow::Result<String> {

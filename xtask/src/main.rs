@@ -7,8 +7,10 @@ mod bench;
 mod contracts;
 mod db;
 mod dev;
+mod engine;
 mod events;
 mod fuzz;
+mod images;
 mod keys;
 mod pg;
 mod projections;
@@ -49,6 +51,18 @@ enum Command {
         /// How many outbox rows the throughput measurement publishes.
         #[arg(long, default_value_t = 20_000)]
         events: u64,
+    },
+    /// The container engine: Docker when its API answers, else podman (ADR 0021).
+    Engine {
+        #[command(subcommand)]
+        command: EngineCommand,
+    },
+    /// Builds every image with no registry (base, runtime, PostgreSQL, RabbitMQ, OpenBao,
+    /// one per context); each is rebuilt only when its inputs change.
+    Images {
+        /// Only the infrastructure images (no release build of the contexts).
+        #[arg(long)]
+        infra_only: bool,
     },
     /// Database tasks.
     Db {
@@ -98,6 +112,19 @@ enum Command {
         /// Binds the token to this program (tenant); without it, a platform token.
         #[arg(long)]
         program: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EngineCommand {
+    /// Installs podman, runc and debootstrap (Debian) and writes the configuration this
+    /// kind of machine needs (runc, cgroupfs, capped ulimits).
+    Setup,
+    /// Runs a command with DOCKER_HOST set to the engine; podman's API service lives as
+    /// long as the command.
+    Run {
+        #[arg(trailing_var_arg = true, required = true)]
+        args: Vec<String>,
     },
 }
 
@@ -201,6 +228,19 @@ enum DbCommand {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up => up::run(),
+        Command::Engine {
+            command: EngineCommand::Setup,
+        } => engine::setup(),
+        Command::Engine {
+            command: EngineCommand::Run { args },
+        } => {
+            let code = engine::Engine::require()?.run(&args)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Command::Images { infra_only } => images::run(infra_only),
         Command::Test { args } => test::run(&args),
         Command::Bench { seconds, events } => bench::run(seconds, events),
         Command::Ci => {

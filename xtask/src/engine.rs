@@ -1,0 +1,261 @@
+//! The container engine (ADR 0021): Docker when its API answers (`DOCKER_HOST`, else the
+//! default socket); otherwise podman, whose Docker-compatible API service xtask starts on a
+//! private socket for the duration of one command and stops with it, even when xtask is
+//! killed (a watchdog ends the service once xtask's process is gone).
+//! `cargo xtask engine setup` installs and configures podman on a Debian machine.
+
+use anyhow::{bail, Context};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// What `engine setup` writes (recipes §7): runc, not crun, which this kind of VM refuses
+/// (no CAP_SYS_RESOURCE, hybrid cgroups); capped ulimits; cgroupfs; events to a file.
+const CONTAINERS_CONF: &str = "[containers]
+default_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]
+
+[engine]
+runtime = \"runc\"
+cgroup_manager = \"cgroupfs\"
+events_logger = \"file\"
+";
+const CONTAINERS_CONF_PATH: &str = "/etc/containers/containers.conf";
+
+/// A container engine ready for this command: its CLI and its Docker API address.
+pub struct Engine {
+    /// `docker` or `podman`.
+    pub cli: &'static str,
+    /// The Docker API, as `DOCKER_HOST` spells it.
+    pub docker_host: String,
+    /// The podman API service this command started, stopped on drop.
+    service: Option<Child>,
+    socket_dir: Option<PathBuf>,
+}
+
+impl Engine {
+    /// Docker if its API answers, else podman (with its API service started here);
+    /// `None` when neither is installed.
+    pub fn start() -> anyhow::Result<Option<Self>> {
+        let docker_host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| format!("unix://{DOCKER_SOCKET}"));
+        if ping(&docker_host) && installed("docker") {
+            return Ok(Some(Self {
+                cli: "docker",
+                docker_host,
+                service: None,
+                socket_dir: None,
+            }));
+        }
+        if !installed("podman") {
+            return Ok(None);
+        }
+        let dir = std::env::temp_dir().join(format!("fleet-podman-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("podman.sock");
+        let host = format!("unix://{}", socket.display());
+        // The watchdog ends the service when this process is gone, however it ended.
+        let script = format!(
+            "podman system service --time=0 {host} & S=$!; \
+             while kill -0 {xtask} 2>/dev/null && kill -0 $S 2>/dev/null; do sleep 0.5; done; \
+             kill $S 2>/dev/null; wait $S 2>/dev/null",
+            xtask = std::process::id()
+        );
+        let service = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting podman system service")?;
+        let engine = Self {
+            cli: "podman",
+            docker_host: host,
+            service: Some(service),
+            socket_dir: Some(dir),
+        };
+        let started = Instant::now();
+        while !ping(&engine.docker_host) {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "podman's API service did not answer on {}",
+                    engine.docker_host
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Some(engine))
+    }
+
+    /// The engine, or an error saying how to get one.
+    pub fn require() -> anyhow::Result<Self> {
+        Self::start()?.context(
+            "no container engine: neither Docker's API answers nor podman is installed \
+             (run `cargo xtask engine setup`)",
+        )
+    }
+
+    /// A command of the engine's CLI.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(self.cli);
+        if self.cli == "docker" {
+            c.env("DOCKER_HOST", &self.docker_host);
+        }
+        c
+    }
+
+    /// Runs `args` as a command with `DOCKER_HOST` pointing at this engine; returns its
+    /// exit code.
+    pub fn run(&self, args: &[String]) -> anyhow::Result<i32> {
+        let (program, rest) = args.split_first().context("a command to run")?;
+        let status = Command::new(program)
+            .args(rest)
+            .env("DOCKER_HOST", &self.docker_host)
+            // testcontainers' reaper container needs a privileged Docker; podman runs
+            // without it, and the tests remove their containers themselves.
+            .env("TESTCONTAINERS_RYUK_DISABLED", "true")
+            .status()
+            .with_context(|| format!("running {program}"))?;
+        Ok(status.code().unwrap_or(1))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(mut service) = self.service.take() {
+            // Kills the watchdog shell; the service goes with it (the watchdog's loop
+            // ends when its parent is gone) and is also ended directly here.
+            let _ = Command::new("pkill")
+                .args([
+                    "-f",
+                    &format!("podman system service --time=0 {}", self.docker_host),
+                ])
+                .status();
+            let _ = service.kill();
+            let _ = service.wait();
+        }
+        if let Some(dir) = self.socket_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Whether `program` is on the PATH.
+pub fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether a Docker API answers `/_ping` at `host` (`unix://path` or `tcp://host:port`).
+pub fn ping(host: &str) -> bool {
+    let request = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n";
+    let limit = Duration::from_secs(2);
+    let mut answer = String::new();
+    let ok = if let Some(path) = host.strip_prefix("unix://") {
+        std::os::unix::net::UnixStream::connect(Path::new(path)).is_ok_and(|mut s| {
+            s.set_read_timeout(Some(limit)).is_ok()
+                && s.write_all(request).is_ok()
+                && s.read_to_string(&mut answer).is_ok()
+        })
+    } else if let Some(addr) = host.strip_prefix("tcp://") {
+        addr.parse::<std::net::SocketAddr>().is_ok_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, limit).is_ok_and(|mut s| {
+                s.set_read_timeout(Some(limit)).is_ok()
+                    && s.write_all(request).is_ok()
+                    && s.read_to_string(&mut answer).is_ok()
+            })
+        })
+    } else {
+        false
+    };
+    ok && answer.starts_with("HTTP/1.") && answer.contains(" 200 ")
+}
+
+/// `cargo xtask engine setup`: podman, runc and debootstrap from Debian, and the
+/// configuration this kind of machine needs. Idempotent.
+pub fn setup() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [
+        ("podman", "podman"),
+        ("runc", "runc"),
+        ("debootstrap", "debootstrap"),
+    ]
+    .into_iter()
+    .filter(|(_, program)| !installed(program) && !on_path(program))
+    .map(|(package, _)| package)
+    .collect();
+    if !missing.is_empty() {
+        println!("installing {}", missing.join(" "));
+        let update = Command::new("apt-get").args(["update", "-qq"]).status()?;
+        anyhow::ensure!(update.success(), "apt-get update failed");
+        let install = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
+        anyhow::ensure!(install.success(), "apt-get install {missing:?} failed");
+    }
+    let current = std::fs::read_to_string(CONTAINERS_CONF_PATH).unwrap_or_default();
+    if current != CONTAINERS_CONF {
+        std::fs::create_dir_all("/etc/containers")?;
+        std::fs::write(CONTAINERS_CONF_PATH, CONTAINERS_CONF)
+            .with_context(|| format!("writing {CONTAINERS_CONF_PATH}"))?;
+        println!("wrote {CONTAINERS_CONF_PATH}");
+    }
+    let out = Command::new("podman")
+        .args(["info", "--format", "{{.Host.OCIRuntime.Name}}"])
+        .output()
+        .context("running podman info")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "podman info failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "podman ready (runtime {})",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    Ok(())
+}
+
+/// Whether `program` is an executable in a directory of the PATH (for tools without
+/// `--version`, such as debootstrap).
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_reads_a_docker_api_answer_over_a_unix_socket() {
+        let dir = std::env::temp_dir().join(format!("fleet-ping-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            for answer in ["HTTP/1.1 200 OK\r\n\r\nOK", "HTTP/1.1 500 Error\r\n\r\n"] {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf).unwrap();
+                s.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        let host = format!("unix://{}", path.display());
+        assert!(ping(&host));
+        assert!(!ping(&host));
+        server.join().unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        assert!(!ping(&host), "nothing listens any more");
+        assert!(!ping("tcp://127.0.0.1:1"));
+        assert!(!ping("ssh://nowhere"));
+    }
+}
