@@ -17,24 +17,42 @@ use std::time::{Duration, Instant};
 use tests::infra::{delete_broker_names, Infra};
 use tests::TestSystem;
 
-/// Publishes `event` to `exchange` with its type as routing key, confirmed.
+/// Publishes `event` to `exchange` with its type as routing key, confirmed and routed to a
+/// queue: the consumer binds its queue after it declares the parking queue that
+/// `start_consumer` waits for, so a message sent before the binding is returned and sent
+/// again.
 async fn publish(broker: &Broker, exchange: &str, event: &CloudEvent) {
     use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
     let ch = broker.channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    ch.basic_publish(
-        exchange.into(),
-        event.event_type.as_str().into(),
-        BasicPublishOptions::default(),
-        &serde_json::to_vec(event).unwrap(),
-        lapin::BasicProperties::default().with_delivery_mode(2),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let confirm = ch
+            .basic_publish(
+                exchange.into(),
+                event.event_type.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &serde_json::to_vec(event).unwrap(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        match confirm {
+            lapin::Confirmation::Ack(None) => return,
+            other => assert!(
+                Instant::now() < deadline,
+                "{exchange} never routed the event: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Runs a consumer of `queue` (3 attempts) and waits until it has declared its queues.
