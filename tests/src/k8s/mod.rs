@@ -113,34 +113,28 @@ pub fn secret_refs(c: &Value) -> BTreeSet<String> {
     refs
 }
 
-/// The settings a container reads: its `env` names and the keys of the ConfigMaps it
-/// takes whole (`envFrom`), with their values where they are plain.
-pub fn settings(c: &Value, objects: &[Value], ns: &str) -> Vec<(String, Option<String>)> {
-    let mut out: Vec<(String, Option<String>)> = c["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["name"].as_str().unwrap_or_default().to_owned(),
-                e["value"].as_str().map(str::to_owned),
-            )
-        })
+/// The ConfigMap `name` rendered in namespace `ns`.
+pub fn config_map<'a>(objects: &'a [Value], cm: &str, ns: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|m| kind(m) == "ConfigMap" && name(m) == cm && namespace(m) == ns)
+}
+
+/// The names of the settings a container reads: its `env` and the keys of the ConfigMaps
+/// it takes whole (`envFrom`).
+pub fn setting_names(c: &Value, objects: &[Value], ns: &str) -> Vec<String> {
+    let env = c["env"].as_array().into_iter().flatten();
+    let mut names: Vec<String> = env
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
         .collect();
     for from in c["envFrom"].as_array().into_iter().flatten() {
-        let Some(cm) = from["configMapRef"]["name"].as_str() else {
-            continue;
-        };
-        let data = objects
-            .iter()
-            .find(|m| kind(m) == "ConfigMap" && name(m) == cm && namespace(m) == ns)
-            .map(|m| m["data"].clone())
-            .unwrap_or_default();
-        for (k, v) in data.as_object().into_iter().flatten() {
-            out.push((k.clone(), v.as_str().map(str::to_owned)));
-        }
+        let data = from["configMapRef"]["name"]
+            .as_str()
+            .and_then(|cm| config_map(objects, cm, ns))
+            .and_then(|m| m["data"].as_object());
+        names.extend(data.into_iter().flatten().map(|(k, _)| k.clone()));
     }
-    out
+    names
 }
 
 /// Names that carry a credential: they must come from a Secret.

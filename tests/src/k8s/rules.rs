@@ -244,10 +244,7 @@ pub fn check_pod(o: &Value, pod: &Value, objects: &[Value], problems: &mut Vec<S
         }
         for from in c["envFrom"].as_array().into_iter().flatten() {
             if let Some(cm) = from["configMapRef"]["name"].as_str() {
-                let exists = objects.iter().any(|m| {
-                    kind(m) == "ConfigMap" && name(m) == cm && namespace(m) == namespace(o)
-                });
-                if !exists {
+                if config_map(objects, cm, namespace(o)).is_none() {
                     problems.push(format!("{at}: ConfigMap {cm} is not rendered"));
                 }
             }
@@ -505,8 +502,8 @@ fn check_vault(d: &Value, objects: &[Value], policies: &[&Value], problems: &mut
     let Some(c) = containers(pod).find(|(init, _)| !init).map(|(_, c)| c) else {
         return;
     };
-    let settings = settings(c, objects, namespace(d));
-    let has = |suffix: &str| settings.iter().any(|(k, _)| k.ends_with(suffix));
+    let names = setting_names(c, objects, namespace(d));
+    let has = |suffix: &str| names.iter().any(|k| k.ends_with(suffix));
     if has("__AUTH__JWT_SECRET") {
         problems.push(format!(
             "{at}: AUTH__JWT_SECRET is set: tokens are verified with the keys in Vault (AUTH__VAULT_PATH), not a shared secret"
