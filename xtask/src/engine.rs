@@ -42,7 +42,7 @@ impl Engine {
             .ok()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| format!("unix://{DOCKER_SOCKET}"));
-        if ping(&docker_host) && installed("docker") {
+        if ping(&docker_host) && on_path("docker") {
             return Ok(Some(Self {
                 cli: "docker",
                 docker_host,
@@ -50,7 +50,7 @@ impl Engine {
                 socket_dir: None,
             }));
         }
-        if !installed("podman") {
+        if !on_path("podman") {
             return Ok(None);
         }
         let dir = std::env::temp_dir().join(format!("fleet-podman-{}", std::process::id()));
@@ -143,53 +143,44 @@ impl Drop for Engine {
     }
 }
 
-/// Whether `program` is on the PATH.
-pub fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Whether a Docker API answers `/_ping` at `host` (`unix://path` or `tcp://host:port`).
 pub fn ping(host: &str) -> bool {
-    let request = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n";
-    let limit = Duration::from_secs(2);
-    let mut answer = String::new();
-    let ok = if let Some(path) = host.strip_prefix("unix://") {
-        std::os::unix::net::UnixStream::connect(Path::new(path)).is_ok_and(|mut s| {
-            s.set_read_timeout(Some(limit)).is_ok()
-                && s.write_all(request).is_ok()
-                && s.read_to_string(&mut answer).is_ok()
-        })
+    let limit = Some(Duration::from_secs(2));
+    let answer = if let Some(path) = host.strip_prefix("unix://") {
+        std::os::unix::net::UnixStream::connect(Path::new(path))
+            .ok()
+            .filter(|s| s.set_read_timeout(limit).is_ok())
+            .and_then(ask_ping)
     } else if let Some(addr) = host.strip_prefix("tcp://") {
-        addr.parse::<std::net::SocketAddr>().is_ok_and(|a| {
-            std::net::TcpStream::connect_timeout(&a, limit).is_ok_and(|mut s| {
-                s.set_read_timeout(Some(limit)).is_ok()
-                    && s.write_all(request).is_ok()
-                    && s.read_to_string(&mut answer).is_ok()
-            })
-        })
+        addr.parse::<std::net::SocketAddr>()
+            .ok()
+            .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
+            .filter(|s| s.set_read_timeout(limit).is_ok())
+            .and_then(ask_ping)
     } else {
-        false
+        None
     };
-    ok && answer.starts_with("HTTP/1.") && answer.contains(" 200 ")
+    answer.is_some_and(|a| a.starts_with("HTTP/1.") && a.contains(" 200 "))
+}
+
+/// Sends `GET /_ping` on an open connection; the whole answer.
+fn ask_ping(mut stream: impl Read + Write) -> Option<String> {
+    stream
+        .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
 }
 
 /// `cargo xtask engine setup`: podman, runc and debootstrap from Debian, and the
 /// configuration this kind of machine needs. Idempotent.
 pub fn setup() -> anyhow::Result<()> {
-    let missing: Vec<&str> = [
-        ("podman", "podman"),
-        ("runc", "runc"),
-        ("debootstrap", "debootstrap"),
-    ]
-    .into_iter()
-    .filter(|(_, program)| !installed(program) && !on_path(program))
-    .map(|(package, _)| package)
-    .collect();
+    // Each package is named after the program it installs.
+    let missing: Vec<&str> = ["podman", "runc", "debootstrap"]
+        .into_iter()
+        .filter(|program| !on_path(program))
+        .collect();
     if !missing.is_empty() {
         println!("installing {}", missing.join(" "));
         let update = Command::new("apt-get").args(["update", "-qq"]).status()?;
@@ -224,9 +215,8 @@ pub fn setup() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether `program` is an executable in a directory of the PATH (for tools without
-/// `--version`, such as debootstrap).
-fn on_path(program: &str) -> bool {
+/// Whether `program` is a file in a directory of the PATH.
+pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
