@@ -54,9 +54,15 @@ pub fn run(infra_only: bool) -> anyhow::Result<()> {
             parent: base.clone(),
         },
     )?;
-    for (tag, file) in [
-        (POSTGRES, "postgres.Containerfile"),
-        (RABBITMQ, "rabbitmq.Containerfile"),
+    // The test infrastructure: each on the base, with the files it copies in.
+    for (tag, file, files) in [
+        (POSTGRES, "postgres.Containerfile", vec![]),
+        (RABBITMQ, "rabbitmq.Containerfile", vec![]),
+        (
+            OPENBAO,
+            "openbao.Containerfile",
+            vec![("bao", bao_binary()?)],
+        ),
     ] {
         build(
             &engine,
@@ -64,21 +70,11 @@ pub fn run(infra_only: bool) -> anyhow::Result<()> {
                 tag: tag.to_owned(),
                 containerfile: file,
                 args: vec![("BASE", BASE.to_owned())],
-                files: vec![],
+                files,
                 parent: base.clone(),
             },
         )?;
     }
-    build(
-        &engine,
-        Build {
-            tag: OPENBAO.to_owned(),
-            containerfile: "openbao.Containerfile",
-            args: vec![("BASE", BASE.to_owned())],
-            files: vec![("bao", bao_binary()?)],
-            parent: base.clone(),
-        },
-    )?;
     if !infra_only {
         dev::cargo(&[
             "build",
