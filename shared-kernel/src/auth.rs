@@ -261,13 +261,13 @@ impl JwtVerifier {
         validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         let data = decode::<Claims>(token, &key.key, &validation).map_err(|e| refused(e.kind()))?;
-        let program = match data.claims.program.as_deref() {
-            None => None,
-            Some(p) => Some(
-                crate::program::parse(p)
-                    .map_err(|_| refused(&ErrorKind::InvalidClaimFormat("program".to_owned())))?,
-            ),
-        };
+        let program = data
+            .claims
+            .program
+            .as_deref()
+            .map(crate::program::parse)
+            .transpose()
+            .map_err(|_| refused(&ErrorKind::InvalidClaimFormat("program".to_owned())))?;
         Ok(Caller::new(
             data.claims.sub,
             data.claims.scope.split_whitespace().map(str::to_owned),
