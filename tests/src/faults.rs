@@ -1,5 +1,6 @@
-//! Faults injected into the machine's own services (the fault tests run one at a time,
-//! in their own phase of `cargo xtask test`, since they disturb every client).
+//! Faults injected into the services the suite runs against: the machine's own, or the
+//! run's containers (`FLEET_TEST_INFRA=containers`). The fault tests run one at a time, in
+//! their own phase of `cargo xtask test`, since they disturb every client.
 
 use std::process::Command;
 
@@ -60,9 +61,33 @@ pub fn require_fault_phase() {
     );
 }
 
+/// The variable naming the container engine's CLI (`podman` or `docker`).
+pub const ENGINE_VAR: &str = "FLEET_TEST_ENGINE";
+
+/// The engine's CLI and the id of the run's container `var` names, in container mode.
+fn container(var: &str) -> Option<(String, String)> {
+    if !crate::infra::in_containers() {
+        return None;
+    }
+    let id = std::env::var(var).unwrap_or_else(|_| panic!("{var} is set in container mode"));
+    let cli = std::env::var(ENGINE_VAR).unwrap_or_else(|_| "podman".to_owned());
+    Some((cli, id))
+}
+
+/// `rabbitmqctl args`, on the machine or in the run's RabbitMQ container.
+fn rabbitmqctl(args: &[&str]) {
+    match container("FLEET_TEST_RABBITMQ_CONTAINER") {
+        Some((cli, id)) => {
+            let all = [&["exec", id.as_str(), "rabbitmqctl"][..], args].concat();
+            run(&cli, &all);
+        }
+        None => run("rabbitmqctl", args),
+    }
+}
+
 /// Stops the RabbitMQ application (the node stays up, every connection drops).
 pub fn broker_stop() -> Stopped {
-    run("rabbitmqctl", &["-q", "stop_app"]);
+    rabbitmqctl(&["-q", "stop_app"]);
     Stopped {
         start: Some(broker_start),
     }
@@ -70,8 +95,8 @@ pub fn broker_stop() -> Stopped {
 
 /// Starts the RabbitMQ application again and waits until it serves.
 pub fn broker_start() {
-    run("rabbitmqctl", &["-q", "start_app"]);
-    run("rabbitmqctl", &["-q", "await_startup"]);
+    rabbitmqctl(&["-q", "start_app"]);
+    rabbitmqctl(&["-q", "await_startup"]);
 }
 
 /// The local PostgreSQL cluster's version directory (e.g. "15").
@@ -84,8 +109,16 @@ fn cluster() -> String {
         .expect("a local PostgreSQL cluster under /etc/postgresql")
 }
 
-/// Stops the local PostgreSQL cluster (fast shutdown: sessions are cut).
+/// Stops PostgreSQL (fast shutdown: sessions are cut).
 pub fn postgres_stop() -> Stopped {
+    if let Some((cli, id)) = container("FLEET_TEST_POSTGRES_CONTAINER") {
+        // SIGINT is PostgreSQL's fast shutdown; the container ends with the server.
+        run(&cli, &["kill", "--signal", "SIGINT", &id]);
+        run(&cli, &["wait", &id]);
+        return Stopped {
+            start: Some(postgres_start),
+        };
+    }
     run(
         "pg_ctlcluster",
         &[
@@ -102,11 +135,32 @@ pub fn postgres_stop() -> Stopped {
     }
 }
 
-/// Starts the local PostgreSQL cluster and waits until it accepts connections.
+/// Starts PostgreSQL and waits until it accepts connections.
 pub fn postgres_start() {
+    if let Some((cli, id)) = container("FLEET_TEST_POSTGRES_CONTAINER") {
+        // Started again, the container keeps its fixed host port.
+        run(&cli, &["start", &id]);
+        await_postgres();
+        return;
+    }
     run(
         "pg_ctlcluster",
         &["--skip-systemctl-redirect", &cluster(), "main", "start"],
     );
     run("pg_isready", &["-h", "127.0.0.1", "-p", "5432", "-t", "60"]);
+}
+
+/// Waits (up to a minute) until the suite's PostgreSQL accepts a connection.
+fn await_postgres() {
+    use diesel::Connection;
+    let url = std::env::var("FLEET_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let started = std::time::Instant::now();
+    while diesel::PgConnection::establish(&url).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "PostgreSQL did not accept connections within a minute of its start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

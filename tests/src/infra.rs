@@ -1,12 +1,10 @@
-//! Finds the infrastructure: services named by environment variables, else the local
-//! default ports when they answer, else containers started through testcontainers.
+//! Finds the infrastructure: the services named by environment variables (`cargo xtask
+//! test` names its containers there, ADR 0021), else the machine's own on their default
+//! ports.
 
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
-use testcontainers::core::{IntoContainerPort, WaitFor};
-use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use tokio::sync::OnceCell;
 
 pub struct Infra {
@@ -15,7 +13,6 @@ pub struct Infra {
     pub amqp_url: String,
     /// Vault address and token, when one is available.
     pub vault: Option<(String, String)>,
-    _containers: Vec<ContainerAsync<GenericImage>>,
 }
 
 static INFRA: OnceCell<Infra> = OnceCell::const_new();
@@ -32,43 +29,31 @@ impl Infra {
     }
 }
 
+/// The variable `cargo xtask test` sets to `containers` or `local`.
+pub const MODE_VAR: &str = "FLEET_TEST_INFRA";
+
+/// Whether this run's infrastructure is containers (`cargo xtask test` started them).
+pub fn in_containers() -> bool {
+    std::env::var(MODE_VAR).is_ok_and(|m| m == "containers")
+}
+
 async fn discover() -> Infra {
-    let mut containers = Vec::new();
-    let postgres_admin_url = match std::env::var("FLEET_TEST_DATABASE_URL") {
-        Ok(url) => url,
-        Err(_) if answers("127.0.0.1:5432") => {
-            "postgres://postgres@127.0.0.1:5432/postgres".to_owned()
-        }
-        Err(_) => {
-            let c = GenericImage::new("postgres", "15")
-                .with_exposed_port(5432.tcp())
-                .with_wait_for(WaitFor::message_on_stderr(
-                    "database system is ready to accept connections",
-                ))
-                .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
-                .start()
-                .await
-                .expect("no PostgreSQL configured or local, and no container engine to start one");
-            let port = c.get_host_port_ipv4(5432).await.expect("mapped port");
-            containers.push(c);
-            format!("postgres://postgres@127.0.0.1:{port}/postgres")
-        }
-    };
-    let amqp_url = match std::env::var("FLEET_TEST_AMQP_URL") {
-        Ok(url) => url,
-        Err(_) if answers("127.0.0.1:5672") => "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
-        Err(_) => {
-            let c = GenericImage::new("rabbitmq", "3.13")
-                .with_exposed_port(5672.tcp())
-                .with_wait_for(WaitFor::message_on_stdout("Server startup complete"))
-                .start()
-                .await
-                .expect("no RabbitMQ configured or local, and no container engine to start one");
-            let port = c.get_host_port_ipv4(5672).await.expect("mapped port");
-            containers.push(c);
-            format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
-        }
-    };
+    let postgres_admin_url = std::env::var("FLEET_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        assert!(
+            answers("127.0.0.1:5432"),
+            "no PostgreSQL: FLEET_TEST_DATABASE_URL is unset and nothing answers on \
+             127.0.0.1:5432 (`cargo xtask test` starts containers when there is an engine)"
+        );
+        "postgres://postgres@127.0.0.1:5432/postgres".to_owned()
+    });
+    let amqp_url = std::env::var("FLEET_TEST_AMQP_URL").unwrap_or_else(|_| {
+        assert!(
+            answers("127.0.0.1:5672"),
+            "no RabbitMQ: FLEET_TEST_AMQP_URL is unset and nothing answers on \
+             127.0.0.1:5672 (`cargo xtask test` starts containers when there is an engine)"
+        );
+        "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()
+    });
     let vault = match (std::env::var("VAULT_ADDR"), std::env::var("VAULT_TOKEN")) {
         (Ok(addr), Ok(token)) => Some((addr, token)),
         _ => start_dev_vault().await,
@@ -77,7 +62,6 @@ async fn discover() -> Infra {
         postgres_admin_url,
         amqp_url,
         vault,
-        _containers: containers,
     }
 }
 

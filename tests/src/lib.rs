@@ -3,7 +3,9 @@
 //! offers an HTTP client that records every response.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod containers;
 pub mod contract;
+pub mod deploy;
 pub mod faults;
 pub mod infra;
 pub mod k8s;

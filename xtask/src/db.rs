@@ -7,8 +7,13 @@ use diesel::Connection;
 use std::process::Command;
 
 pub fn admin(sql: &str) -> anyhow::Result<()> {
-    let mut conn = diesel::PgConnection::establish(&dev::admin_url())
-        .context("connecting to PostgreSQL as admin")?;
+    admin_at(&dev::admin_url(), sql)
+}
+
+/// Runs `sql` as the superuser of `admin_url`.
+pub fn admin_at(admin_url: &str, sql: &str) -> anyhow::Result<()> {
+    let mut conn =
+        diesel::PgConnection::establish(admin_url).context("connecting to PostgreSQL as admin")?;
     conn.batch_execute(sql)
         .with_context(|| format!("running: {sql}"))
 }

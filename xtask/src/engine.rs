@@ -143,6 +143,129 @@ impl Drop for Engine {
     }
 }
 
+/// The label every container of a test run carries (`tests::containers::RUN_LABEL`).
+pub const RUN_LABEL: &str = "org.fleet-cards.run";
+
+/// Removes every container labelled with one run's id, and every network named after it
+/// (`fleet-<run>-…`): when dropped, and, through a watchdog, once this process is gone
+/// however it ended (a kill included).
+pub struct Reaper<'a> {
+    engine: &'a Engine,
+    run: String,
+    watchdog: Option<Child>,
+}
+
+impl Engine {
+    pub fn reaper(&self, run: &str) -> anyhow::Result<Reaper<'_>> {
+        anyhow::ensure!(
+            !run.is_empty() && run.chars().all(|c| c.is_ascii_alphanumeric()),
+            "a run id is letters and digits"
+        );
+        // Tests a killed xtask leaves running may still start containers for a while: the
+        // watchdog removes what it finds every 2 s, for at least 10 s and until a pass
+        // finds nothing (a minute at most).
+        let script = format!(
+            "while kill -0 {xtask} 2>/dev/null; do sleep 1; done; \
+             for pass in $(seq 1 30); do \
+               found=$({cli} ps -aq --filter label={RUN_LABEL}={run})$({cli} network ls -q --filter name=fleet-{run}-); \
+               [ -z \"$found\" ] && [ \"$pass\" -gt 5 ] && break; \
+               {reap}; sleep 2; \
+             done",
+            xtask = std::process::id(),
+            cli = self.cli,
+            reap = reap_script(self.cli, run)
+        );
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.cli == "docker" {
+            sh.env("DOCKER_HOST", &self.docker_host);
+        }
+        Ok(Reaper {
+            engine: self,
+            run: run.to_owned(),
+            watchdog: Some(sh.spawn().context("starting the container watchdog")?),
+        })
+    }
+}
+
+/// Shell commands that remove a run's containers, then its networks.
+fn reap_script(cli: &str, run: &str) -> String {
+    format!(
+        "ids=$({cli} ps -aq --filter label={RUN_LABEL}={run}); \
+         [ -z \"$ids\" ] || {cli} rm -f $ids >/dev/null 2>&1; \
+         nets=$({cli} network ls -q --filter name=fleet-{run}-); \
+         [ -z \"$nets\" ] || {cli} network rm $nets >/dev/null 2>&1; true"
+    )
+}
+
+impl Reaper<'_> {
+    /// Removes what is left now and says what could not be removed.
+    pub fn reap(&mut self) -> anyhow::Result<()> {
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let before = self.left()?;
+        if !before.is_empty() {
+            println!(
+                "removing {} container(s) and network(s) the run left behind",
+                before.len()
+            );
+        }
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &reap_script(self.engine.cli, &self.run)]);
+        if self.engine.cli == "docker" {
+            sh.env("DOCKER_HOST", &self.engine.docker_host);
+        }
+        sh.status().context("removing the run's containers")?;
+        let left = self.left()?;
+        anyhow::ensure!(left.is_empty(), "left behind after the run: {left:?}");
+        Ok(())
+    }
+
+    /// Containers and networks of this run that still exist.
+    pub fn left(&self) -> anyhow::Result<Vec<String>> {
+        let mut left = Vec::new();
+        for args in [
+            vec![
+                "ps".to_owned(),
+                "-aq".to_owned(),
+                "--filter".to_owned(),
+                format!("label={RUN_LABEL}={}", self.run),
+            ],
+            vec![
+                "network".to_owned(),
+                "ls".to_owned(),
+                "-q".to_owned(),
+                "--filter".to_owned(),
+                format!("name=fleet-{}-", self.run),
+            ],
+        ] {
+            let out = self.engine.cli().args(&args).output()?;
+            anyhow::ensure!(out.status.success(), "{} {args:?} failed", self.engine.cli);
+            left.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned),
+            );
+        }
+        Ok(left)
+    }
+}
+
+impl Drop for Reaper<'_> {
+    fn drop(&mut self) {
+        if self.watchdog.is_some() {
+            if let Err(e) = self.reap() {
+                eprintln!("{e:#}");
+            }
+        }
+    }
+}
+
 /// Whether a Docker API answers `/_ping` at `host` (`unix://path` or `tcp://host:port`).
 pub fn ping(host: &str) -> bool {
     let limit = Some(Duration::from_secs(2));

@@ -74,14 +74,14 @@ fn generated(log: &str) -> Option<u64> {
     })
 }
 
-pub fn run(vault_addr: &str, vault_token: &str) -> anyhow::Result<()> {
+pub fn run(infra: &crate::infra::Services) -> anyhow::Result<()> {
     let st = schemathesis()?;
     let bin = dev::build_services()?;
     let suffix = dev::random_hex(16)?;
     let database = format!("fleet_t_fuzz{suffix}");
     let prefix = format!("t{suffix}.");
-    crate::db::admin(&format!("CREATE DATABASE {database}"))?;
-    let admin = dev::admin_url();
+    crate::db::admin_at(&infra.admin_url, &format!("CREATE DATABASE {database}"))?;
+    let admin = infra.admin_url.clone();
     let base = admin
         .rsplit_once('/')
         .map(|(b, _)| b.to_owned())
@@ -98,8 +98,9 @@ pub fn run(vault_addr: &str, vault_token: &str) -> anyhow::Result<()> {
                 .arg("serve")
                 .env("FLEET__DATABASE__URL", format!("{base}/{database}"))
                 .env("FLEET__AUTH__JWT_SECRET", &secret)
-                .env("FLEET__VAULT__ADDR", vault_addr)
-                .env("FLEET__VAULT__TOKEN", vault_token)
+                .env("FLEET__VAULT__ADDR", &infra.vault_addr)
+                .env("FLEET__VAULT__TOKEN", &infra.vault_token)
+                .env("FLEET__AMQP__URL", &infra.amqp_url)
                 .env("FLEET__AMQP__PREFIX", &prefix)
                 .env("FLEET__HTTP__PORT", port.to_string())
                 .stdout(Stdio::null())
@@ -132,8 +133,11 @@ pub fn run(vault_addr: &str, vault_token: &str) -> anyhow::Result<()> {
         }
         Ok(counts)
     })();
-    let _ = crate::db::admin(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
-    delete_broker_names(&prefix);
+    let _ = crate::db::admin_at(
+        &infra.admin_url,
+        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+    );
+    delete_broker_names(&infra.amqp_url, &prefix);
     let counts = result?;
     let total: u64 = counts.iter().map(|(_, n)| n).sum();
     let parts: Vec<String> = counts
@@ -180,14 +184,12 @@ fn fuzz_one(st: &Path, s: &Service, token: &str, logs: &Path) -> anyhow::Result<
 }
 
 /// Removes the queues and exchanges the fuzzed services declared under `prefix`.
-fn delete_broker_names(prefix: &str) {
-    let url = std::env::var("FLEET__AMQP__URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+fn delete_broker_names(url: &str, prefix: &str) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     else {
         return;
     };
-    rt.block_on(shared_kernel::amqp::delete_all(&url, prefix));
+    rt.block_on(shared_kernel::amqp::delete_all(url, prefix));
 }

@@ -41,11 +41,15 @@ struct Build<'a> {
 
 /// `cargo xtask images [--infra-only]`.
 pub fn run(infra_only: bool) -> anyhow::Result<()> {
-    let engine = Engine::require()?;
+    build_all(&Engine::require()?, infra_only)
+}
+
+/// Every image (the contexts' too unless `infra_only`), on `engine`.
+pub fn build_all(engine: &Engine, infra_only: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    let base = base(&engine)?;
+    let base = base(engine)?;
     let runtime = build(
-        &engine,
+        engine,
         Build {
             tag: RUNTIME.to_owned(),
             containerfile: "runtime.Containerfile",
@@ -65,7 +69,7 @@ pub fn run(infra_only: bool) -> anyhow::Result<()> {
         ),
     ] {
         build(
-            &engine,
+            engine,
             Build {
                 tag: tag.to_owned(),
                 containerfile: file,
@@ -92,7 +96,7 @@ pub fn run(infra_only: bool) -> anyhow::Result<()> {
         for (context, port) in CONTEXTS {
             let tag = context_image(context);
             build(
-                &engine,
+                engine,
                 Build {
                     tag: tag.clone(),
                     containerfile: "context.Containerfile",
@@ -105,12 +109,12 @@ pub fn run(infra_only: bool) -> anyhow::Result<()> {
                     parent: runtime.clone(),
                 },
             )?;
-            check_context_image(&engine, &tag)?;
+            check_context_image(engine, &tag)?;
         }
     }
     println!("images ready in {:.1} s", started.elapsed().as_secs_f64());
     for tag in all_tags(infra_only) {
-        println!("  {tag:<36} {:>6} MB", size_mb(&engine, &tag)?);
+        println!("  {tag:<36} {:>6} MB", size_mb(engine, &tag)?);
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ mod engine;
 mod events;
 mod fuzz;
 mod images;
+mod infra;
 mod keys;
 mod pg;
 mod projections;
@@ -36,8 +37,13 @@ enum Command {
     Up,
     /// Every test against real PostgreSQL, RabbitMQ and OpenBao (what CI runs).
     Test {
-        /// Extra arguments for the test runner (a filter, for example).
-        #[arg(trailing_var_arg = true)]
+        /// What to test against: fresh containers (the default when a container engine
+        /// is available) or this machine's own services.
+        #[arg(long, value_enum)]
+        infra: Option<test::Infra>,
+        /// Extra arguments for the test runner (a filter, for example), and `--faults` or
+        /// `--no-faults`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Format check, clippy with warnings denied, the contract checks, then the tests.
@@ -241,7 +247,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Images { infra_only } => images::run(infra_only),
-        Command::Test { args } => test::run(&args),
+        Command::Test { infra, args } => test::run(infra, &args),
         Command::Bench { seconds, events } => bench::run(seconds, events),
         Command::Ci => {
             dev::cargo(&["fmt", "--all", "--check"])?;
@@ -264,7 +270,7 @@ fn main() -> anyhow::Result<()> {
             }
             contracts::selftest()?;
             contracts::check("HEAD")?;
-            test::run(&[])
+            test::run(None, &[])
         }
         Command::Db {
             command: DbCommand::Migrate,

@@ -1,24 +1,19 @@
-//! `cargo xtask test`: every test, against real PostgreSQL, RabbitMQ and OpenBao.
+//! `cargo xtask test`: every test, against real PostgreSQL, RabbitMQ and OpenBao: fresh
+//! containers from the local images when a container engine is available, else the
+//! machine's own services; `--infra containers|local` forces one (ADR 0021).
 
 use crate::dev;
+use crate::engine::Engine;
+use crate::infra::Services;
 use std::process::Command;
 
-pub fn run(extra: &[String]) -> anyhow::Result<()> {
-    // The outbox tests run both relay modes; cdc needs logical decoding.
-    crate::pg::ensure_logical_wal()?;
-    clean_leftovers();
-    let vault = match (std::env::var("VAULT_ADDR"), std::env::var("VAULT_TOKEN")) {
-        (Ok(_), Ok(_)) => None,
-        _ => Some(dev::DevVault::start(dev::free_port()?)?),
-    };
-    // Fuzz each context from its contract first, so the test runner's summary closes the output.
-    let (addr, token) = match &vault {
-        Some(v) => (v.addr.clone(), v.token.clone()),
-        None => (std::env::var("VAULT_ADDR")?, std::env::var("VAULT_TOKEN")?),
-    };
-    if std::env::var_os("FLEET_SKIP_FUZZ").is_none() && extra.is_empty() {
-        crate::fuzz::run(&addr, &token)?;
-    }
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Infra {
+    Containers,
+    Local,
+}
+
+pub fn run(infra: Option<Infra>, extra: &[String]) -> anyhow::Result<()> {
     let nextest = Command::new("cargo")
         .args(["nextest", "--version"])
         .output()
@@ -27,8 +22,68 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         nextest,
         "cargo-nextest is needed (cargo install cargo-nextest --locked)"
     );
-    // The fault tests run the contexts' binaries as child processes.
+    let engine = match infra {
+        Some(Infra::Local) => None,
+        Some(Infra::Containers) => Some(Engine::require()?),
+        None => Engine::start()?,
+    };
+    // The fault tests run the contexts' binaries as child processes; `test_infra` starts
+    // the containers.
     dev::cargo(&["build", "--workspace", "--bins", "--quiet"])?;
+    let Some(engine) = engine else {
+        eprintln!("--- infrastructure: this machine's PostgreSQL and RabbitMQ");
+        // The outbox tests run both relay modes; cdc needs logical decoding.
+        crate::pg::ensure_logical_wal()?;
+        clean_leftovers();
+        return phases(&Services::local()?, extra);
+    };
+    eprintln!("--- infrastructure: containers ({})", engine.cli);
+    // The deployment test runs the context images: they must be this build's.
+    crate::images::build_all(&engine, false)?;
+    let run = dev::random_hex(6)?;
+    let mut reaper = engine.reaper(&run)?;
+    // The containers are removed when the services are dropped, before the reaper checks.
+    let result = Services::containers(&engine, &run).and_then(|services| phases(&services, extra));
+    let reaped = reaper.reap();
+    result?;
+    reaped
+}
+
+/// The nextest `-E` filters among `extra`, and the other arguments.
+fn split_filters(extra: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut filters, mut rest) = (Vec::new(), Vec::new());
+    let mut args = extra.iter();
+    while let Some(a) = args.next() {
+        if a == "-E" || a == "--filterset" || a == "--filter-expr" {
+            filters.extend(args.next().cloned());
+        } else if let Some(f) = a
+            .strip_prefix("--filterset=")
+            .or_else(|| a.strip_prefix("--filter-expr="))
+            .or_else(|| a.strip_prefix("-E="))
+        {
+            filters.push(f.to_owned());
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    (filters, rest)
+}
+
+/// `base`, narrowed to what the caller's filters select (nextest would run the union).
+fn filter(base: &str, user: &[String]) -> String {
+    if user.is_empty() {
+        base.to_owned()
+    } else {
+        let any: Vec<String> = user.iter().map(|f| format!("({f})")).collect();
+        format!("({base}) & ({})", any.join(" | "))
+    }
+}
+
+fn phases(services: &Services, extra: &[String]) -> anyhow::Result<()> {
+    // Fuzz each context from its contract first, so the test runner's summary closes the output.
+    if std::env::var_os("FLEET_SKIP_FUZZ").is_none() && extra.is_empty() {
+        crate::fuzz::run(services)?;
+    }
     let (faults_only, skip_faults) = (
         extra.iter().any(|a| a == "--faults"),
         extra.iter().any(|a| a == "--no-faults"),
@@ -38,24 +93,27 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .filter(|a| *a != "--faults" && *a != "--no-faults")
         .cloned()
         .collect();
+    let (user_filters, rest) = split_filters(&extra);
     // (what, nextest arguments, outbox relay mode)
     let mut phases: Vec<(&str, Vec<String>, &str)> = Vec::new();
     let chosen = std::env::var("FLEET__OUTBOX__MODE").unwrap_or_else(|_| "polling".to_owned());
     let mode = chosen.as_str();
-    let with_extra = |args: &[&str]| -> Vec<String> {
+    let with = |args: &[&str], base: &str| -> Vec<String> {
         let mut v: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        v.extend(extra.iter().cloned());
+        v.push("-E".to_owned());
+        v.push(filter(base, &user_filters));
+        v.extend(rest.iter().cloned());
         v
     };
+    // The deployment test runs the context images, so it needs the engine.
+    let suite = if services.in_containers() {
+        "not binary(faults)"
+    } else {
+        "not binary(faults) & not binary(deployment)"
+    };
     if !faults_only {
-        let args = [
-            "run",
-            "--workspace",
-            "--no-fail-fast",
-            "-E",
-            "not binary(faults)",
-        ];
-        phases.push(("the suite", with_extra(&args), mode));
+        let args = ["run", "--workspace", "--no-fail-fast"];
+        phases.push(("the suite", with(&args, suite), mode));
     }
     if !skip_faults && (faults_only || extra.is_empty()) {
         // They stop the broker and restart the database: one at a time, alone; and once
@@ -67,15 +125,12 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
             "--no-fail-fast",
             "--test-threads",
             "1",
-            "-E",
         ];
-        let faults = [&one[..], &["binary(faults)"]].concat();
-        phases.push(("the fault tests", with_extra(&faults), mode));
-        let cdc = [&one[..], &["binary(faults) | binary(end_to_end)"]].concat();
+        phases.push(("the fault tests", with(&one, "binary(faults)"), mode));
         if mode != "cdc" {
             phases.push((
                 "the fault and end-to-end tests with the cdc relay",
-                with_extra(&cdc),
+                with(&one, "binary(faults) | binary(end_to_end)"),
                 "cdc",
             ));
         }
@@ -87,20 +142,17 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         let mut cmd = Command::new(&cargo);
         cmd.arg("nextest")
             .args(&args)
+            .envs(services.env.iter().map(|(k, v)| (k, v)))
             .env("FLEET__OUTBOX__MODE", mode)
             .current_dir(dev::root());
         if what != "the suite" {
             cmd.env("FLEET_FAULT_TESTS", "1");
         }
-        if let Some(v) = &vault {
-            cmd.env("VAULT_ADDR", &v.addr).env("VAULT_TOKEN", &v.token);
-        }
         failed |= !cmd.status()?.success();
-        if what != "the suite" {
+        if what != "the suite" && !services.in_containers() {
             crate::pg::ensure_services_up();
         }
     }
-    drop(vault);
     anyhow::ensure!(!failed, "tests failed");
     Ok(())
 }
@@ -152,5 +204,31 @@ fn clean_leftovers() {
                     .output();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_callers_filters_narrow_each_phase() {
+        let extra: Vec<String> = [
+            "-E",
+            "binary(end_to_end)",
+            "--no-capture",
+            "--filterset=test(x)",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let (filters, rest) = split_filters(&extra);
+        assert_eq!(filters, ["binary(end_to_end)", "test(x)"]);
+        assert_eq!(rest, ["--no-capture"]);
+        assert_eq!(
+            filter("not binary(faults)", &filters),
+            "(not binary(faults)) & ((binary(end_to_end)) | (test(x)))"
+        );
+        assert_eq!(filter("binary(faults)", &[]), "binary(faults)");
     }
 }
