@@ -126,14 +126,22 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         if let Some(mut service) = self.service.take() {
-            // Kills the watchdog shell; the service goes with it (the watchdog's loop
-            // ends when its parent is gone) and is also ended directly here.
-            let _ = Command::new("pkill")
-                .args([
-                    "-f",
-                    &format!("podman system service --time=0 {}", self.docker_host),
-                ])
-                .status();
+            // Ends the service and its watchdog shell, and waits (ten seconds at most,
+            // then kills it) until the service is gone: nothing outlives the command.
+            let pattern = format!("podman system service --time=0 {}", self.docker_host);
+            let signal = |sig: &str| {
+                Command::new("pkill")
+                    .args([sig, "-f", &pattern])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            signal("-TERM");
+            let started = Instant::now();
+            while signal("-0") && started.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            signal("-KILL");
             let _ = service.kill();
             let _ = service.wait();
         }
