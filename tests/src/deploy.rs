@@ -155,25 +155,6 @@ pub async fn log_tail(container: &Container) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Polls `probe` until it returns Some, failing the test after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// PostgreSQL, RabbitMQ and OpenBao on the network.
 pub struct Infra {
     pub postgres: Container,
@@ -215,7 +196,7 @@ impl Infra {
             transit_mount: "transit".to_owned(),
         };
         let health = format!("{}/v1/sys/health", vault.addr);
-        eventually("OpenBao to answer", Duration::from_secs(30), || async {
+        crate::eventually("OpenBao to answer", Duration::from_secs(30), || async {
             let r = reqwest::get(&health).await;
             r.is_ok_and(|r| r.status() == 200).then_some(())
         })

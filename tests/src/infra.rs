@@ -37,23 +37,29 @@ pub fn in_containers() -> bool {
     std::env::var(MODE_VAR).is_ok_and(|m| m == "containers")
 }
 
+/// The URL in `var`, else `local` when something answers on `addr`.
+fn named_or_local(var: &str, addr: &str, local: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        assert!(
+            answers(addr),
+            "{var} is unset and nothing answers on {addr} (`cargo xtask test` starts \
+             containers when there is a container engine)"
+        );
+        local.to_owned()
+    })
+}
+
 async fn discover() -> Infra {
-    let postgres_admin_url = std::env::var("FLEET_TEST_DATABASE_URL").unwrap_or_else(|_| {
-        assert!(
-            answers("127.0.0.1:5432"),
-            "no PostgreSQL: FLEET_TEST_DATABASE_URL is unset and nothing answers on \
-             127.0.0.1:5432 (`cargo xtask test` starts containers when there is an engine)"
-        );
-        "postgres://postgres@127.0.0.1:5432/postgres".to_owned()
-    });
-    let amqp_url = std::env::var("FLEET_TEST_AMQP_URL").unwrap_or_else(|_| {
-        assert!(
-            answers("127.0.0.1:5672"),
-            "no RabbitMQ: FLEET_TEST_AMQP_URL is unset and nothing answers on \
-             127.0.0.1:5672 (`cargo xtask test` starts containers when there is an engine)"
-        );
-        "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()
-    });
+    let postgres_admin_url = named_or_local(
+        "FLEET_TEST_DATABASE_URL",
+        "127.0.0.1:5432",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    let amqp_url = named_or_local(
+        "FLEET_TEST_AMQP_URL",
+        "127.0.0.1:5672",
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+    );
     let vault = match (std::env::var("VAULT_ADDR"), std::env::var("VAULT_TOKEN")) {
         (Ok(addr), Ok(token)) => Some((addr, token)),
         _ => start_dev_vault().await,

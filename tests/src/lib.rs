@@ -370,22 +370,12 @@ impl TestSystem {
     }
 
     /// Polls `probe` until it returns Some, failing the test after `timeout`.
-    pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut probe: F) -> T
+    pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, probe: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let started = Instant::now();
-        loop {
-            if let Some(v) = probe().await {
-                return v;
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "timed out after {timeout:?} waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(what, timeout, probe).await
     }
 
     /// Opens a USD account with `limit`, issues it a card, and waits until payments
@@ -742,6 +732,25 @@ impl EventTap {
     }
     pub fn all(&self) -> Vec<Value> {
         self.events.lock().unwrap().clone()
+    }
+}
+
+/// Polls `probe` until it returns Some, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

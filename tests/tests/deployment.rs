@@ -92,7 +92,7 @@ impl Load {
     /// Waits until `n` more payments were captured than now.
     async fn more(&self, n: usize) {
         let target = self.made.load(Ordering::SeqCst) + n;
-        deploy::eventually("payments to keep flowing", WAIT, || async {
+        tests::eventually("payments to keep flowing", WAIT, || async {
             (self.made.load(Ordering::SeqCst) >= target).then_some(())
         })
         .await;
@@ -120,7 +120,7 @@ async fn batches(api: &Api, settlement: &str, merchant: &str) -> (Vec<Value>, i6
 
 /// Waits until settlement has filed `n` captures of `merchant` (and never more).
 async fn filed(api: &Api, settlement: &str, merchant: &str, n: i64) {
-    deploy::eventually("settlement to file every capture", WAIT, || async {
+    tests::eventually("settlement to file every capture", WAIT, || async {
         let (_, items) = batches(api, settlement, merchant).await;
         assert!(
             items <= n,
@@ -147,7 +147,7 @@ async fn run_settlement(api: &Api, settlement: &str) {
 /// the entries.
 async fn ledger(api: &Api, accounts: &str, account: &str, n: usize) -> Vec<Value> {
     let url = format!("{accounts}/v1/accounts/{account}/ledger-entries");
-    deploy::eventually("accounts to post every settled payment", WAIT, || async {
+    tests::eventually("accounts to post every settled payment", WAIT, || async {
         let entries = api.all_pages(&url).await;
         assert!(
             entries.len() <= 2 * n,
@@ -162,7 +162,7 @@ async fn ledger(api: &Api, accounts: &str, account: &str, n: usize) -> Vec<Value
 /// Waits until payments has released every hold of `card` (each posting heard of).
 async fn holds_released(api: &Api, payments: &str, card: &str) -> Value {
     let url = format!("{payments}/v1/cards/{card}/spend");
-    deploy::eventually("payments to release every hold", WAIT, || async {
+    tests::eventually("payments to release every hold", WAIT, || async {
         let (status, spend) = api.get(&url).await;
         (status == 200 && spend["open_holds"]["amount"] == 0).then_some(spend)
     })
@@ -267,7 +267,7 @@ async fn the_images_deploy_and_settlement_rolls_without_losing_or_repeating_a_pa
     );
     let card = card["id"].as_str().unwrap().to_owned();
     let spend = format!("{payments_url}/v1/cards/{card}/spend");
-    deploy::eventually("payments to know the card", WAIT, || async {
+    tests::eventually("payments to know the card", WAIT, || async {
         (api.get(&spend).await.0 == 200).then_some(())
     })
     .await;
