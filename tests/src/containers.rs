@@ -1,4 +1,4 @@
-//! The test infrastructure as containers (ADR 0021): PostgreSQL, RabbitMQ and OpenBao from
+//! The test infrastructure as containers (ADR 0022): PostgreSQL, RabbitMQ and OpenBao from
 //! the local images `cargo xtask images` builds, started through testcontainers with their
 //! own wait conditions, every published port bound to 127.0.0.1. Each container carries
 //! the run's label, so `cargo xtask test` can remove whatever a killed run left behind.

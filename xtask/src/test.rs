@@ -1,6 +1,6 @@
 //! `cargo xtask test`: every test, against real PostgreSQL, RabbitMQ and OpenBao: fresh
 //! containers from the local images when a container engine is available, else the
-//! machine's own services; `--infra containers|local` forces one (ADR 0021).
+//! machine's own services; `--infra containers|local` forces one (ADRs 0021 and 0022).
 
 use crate::dev;
 use crate::engine::Engine;
