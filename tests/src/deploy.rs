@@ -332,59 +332,99 @@ fn image_of(context: &str) -> GenericImage {
 
 /// `<context> migrate` in a container of its own, as a Kubernetes Job runs it: the schema
 /// owner's URL is its only setting. Fails the test unless it exits 0.
+///
+/// Through the engine's API rather than testcontainers, whose start inspects the
+/// container: podman 4 reports a container whose process has just exited in a state
+/// (`stopped`) Docker's API does not have and its client cannot read, and a job whose
+/// migrations are already applied exits at once.
 pub async fn migrate(net: &Network, context: &str, owner_url: &str) {
-    // Like a Job's retries (backoffLimit), a start that podman's `stopped` state broke
-    // runs the migrations again: they are idempotent.
-    let mut attempt = 1;
-    let job = loop {
-        let started = on_loopback(
-            net.container(image_of(context), &format!("{context}-migrate-{attempt}")),
-            &[],
-        )
-        .with_cmd(["migrate"])
-        .with_env_var(
-            format!("{}__DATABASE__MIGRATION_URL", context.to_uppercase()),
-            owner_url,
-        )
-        .with_readonly_rootfs(true)
-        .start()
-        .await;
-        match started {
-            Ok(job) => break job,
-            Err(e) if attempt < 3 && podman_stopped(&e) => attempt += 1,
-            Err(e) => panic!("{context} migrate: {e}"),
-        }
+    use testcontainers::bollard::models::{ContainerCreateBody, HostConfig};
+    use testcontainers::bollard::query_parameters::{
+        CreateContainerOptions, RemoveContainerOptions,
     };
-    let code = exit_code(&job).await;
-    if code != 0 {
-        panic!(
-            "{context} migrate exited with {code}:\n{}",
-            log_tail(&job).await
-        );
-    }
-    job.rm().await.expect("the job's container removed");
+    let docker = docker();
+    let job = docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(format!("{}-{context}-migrate", net.name)),
+                ..Default::default()
+            }),
+            ContainerCreateBody {
+                image: Some(format!("localhost/fleet-{context}:dev")),
+                cmd: Some(vec!["migrate".to_owned()]),
+                env: Some(vec![format!(
+                    "{}__DATABASE__MIGRATION_URL={owner_url}",
+                    context.to_uppercase()
+                )]),
+                labels: Some(HashMap::from([(RUN_LABEL.to_owned(), net.run.clone())])),
+                host_config: Some(HostConfig {
+                    network_mode: Some(net.name.clone()),
+                    readonly_rootfs: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{context} migrate: creating its container: {e}"))
+        .id;
+    let ran = docker.start_container(&job, None).await;
+    let code = match ran {
+        Ok(()) => exit_code_of(&docker, &job).await,
+        Err(e) => panic!("{context} migrate: starting its container: {e}"),
+    };
+    let log = if code == 0 {
+        String::new()
+    } else {
+        job_log(&docker, &job).await
+    };
+    let removed = docker
+        .remove_container(
+            &job,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await;
+    assert_eq!(code, 0, "{context} migrate exited with {code}:\n{log}");
+    removed.unwrap_or_else(|e| panic!("{context} migrate: removing its container: {e}"));
 }
 
-/// Whether `error` is an inspection that met podman's `stopped`: podman 4 reports a
-/// container whose process has just exited, before its clean-up, in a state Docker's
-/// API does not have, which the client (bollard) cannot read.
-fn podman_stopped(error: &impl std::fmt::Display) -> bool {
-    error.to_string().contains("unknown variant `stopped`")
+/// The last lines a job container wrote.
+async fn job_log(docker: &Docker, id: &str) -> String {
+    use futures_util::StreamExt;
+    use testcontainers::bollard::query_parameters::LogsOptions;
+    let options = LogsOptions {
+        stdout: true,
+        stderr: true,
+        tail: "30".to_owned(),
+        ..Default::default()
+    };
+    let chunks: Vec<_> = docker.logs(id, Some(options)).collect().await;
+    chunks
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|c| c.to_string())
+        .collect()
 }
 
 /// Waits until `container` is not running and returns its exit code. Through the wait
 /// endpoint rather than an inspection, which podman's `stopped` state breaks.
 pub async fn exit_code(container: &Container) -> i64 {
+    exit_code_of(&docker(), container.id()).await
+}
+
+async fn exit_code_of(docker: &Docker, id: &str) -> i64 {
     use futures_util::StreamExt;
-    let docker = docker();
-    let mut wait = docker.wait_container(container.id(), None::<WaitContainerOptions>);
+    let mut wait = docker.wait_container(id, None::<WaitContainerOptions>);
     match wait.next().await {
         Some(Ok(exited)) => exited.status_code,
         Some(Err(testcontainers::bollard::errors::Error::DockerContainerWaitError {
             code,
             ..
         })) => code,
-        other => panic!("waiting for container {}: {other:?}", container.id()),
+        other => panic!("waiting for container {id}: {other:?}"),
     }
 }
 

@@ -172,15 +172,15 @@ impl Engine {
         // Tests a killed xtask leaves running may still start containers for a while: the
         // watchdog removes what it finds every 2 s, for at least 10 s and until a pass
         // finds nothing (a minute at most).
+        let (containers, networks) = listing(self.cli, run);
         let script = format!(
             "while kill -0 {xtask} 2>/dev/null; do sleep 1; done; \
              for pass in $(seq 1 30); do \
-               found=$({cli} ps -aq --filter label={RUN_LABEL}={run})$({cli} network ls -q --filter name=fleet-{run}-); \
+               found=$({containers})$({networks}); \
                [ -z \"$found\" ] && [ \"$pass\" -gt 5 ] && break; \
                {reap}; sleep 2; \
              done",
             xtask = std::process::id(),
-            cli = self.cli,
             reap = reap_script(self.cli, run)
         );
         let mut sh = Command::new("sh");
@@ -199,13 +199,20 @@ impl Engine {
     }
 }
 
+/// Shell commands listing a run's containers and its networks (one id per line).
+fn listing(cli: &str, run: &str) -> (String, String) {
+    (
+        format!("{cli} ps -aq --filter label={RUN_LABEL}={run}"),
+        format!("{cli} network ls -q --filter name=fleet-{run}-"),
+    )
+}
+
 /// Shell commands that remove a run's containers, then its networks.
 fn reap_script(cli: &str, run: &str) -> String {
+    let (containers, networks) = listing(cli, run);
     format!(
-        "ids=$({cli} ps -aq --filter label={RUN_LABEL}={run}); \
-         [ -z \"$ids\" ] || {cli} rm -f $ids >/dev/null 2>&1; \
-         nets=$({cli} network ls -q --filter name=fleet-{run}-); \
-         [ -z \"$nets\" ] || {cli} network rm $nets >/dev/null 2>&1; true"
+        "ids=$({containers}); [ -z \"$ids\" ] || {cli} rm -f $ids >/dev/null 2>&1; \
+         nets=$({networks}); [ -z \"$nets\" ] || {cli} network rm $nets >/dev/null 2>&1; true"
     )
 }
 
@@ -223,12 +230,9 @@ impl Reaper<'_> {
                 before.len()
             );
         }
-        let mut sh = Command::new("sh");
-        sh.args(["-c", &reap_script(self.engine.cli, &self.run)]);
-        if self.engine.cli == "docker" {
-            sh.env("DOCKER_HOST", &self.engine.docker_host);
-        }
-        sh.status().context("removing the run's containers")?;
+        self.shell(&reap_script(self.engine.cli, &self.run))
+            .status()
+            .context("removing the run's containers")?;
         let left = self.left()?;
         anyhow::ensure!(left.is_empty(), "left behind after the run: {left:?}");
         Ok(())
@@ -236,31 +240,29 @@ impl Reaper<'_> {
 
     /// Containers and networks of this run that still exist.
     pub fn left(&self) -> anyhow::Result<Vec<String>> {
-        let mut left = Vec::new();
-        for args in [
-            vec![
-                "ps".to_owned(),
-                "-aq".to_owned(),
-                "--filter".to_owned(),
-                format!("label={RUN_LABEL}={}", self.run),
-            ],
-            vec![
-                "network".to_owned(),
-                "ls".to_owned(),
-                "-q".to_owned(),
-                "--filter".to_owned(),
-                format!("name=fleet-{}-", self.run),
-            ],
-        ] {
-            let out = self.engine.cli().args(&args).output()?;
-            anyhow::ensure!(out.status.success(), "{} {args:?} failed", self.engine.cli);
-            left.extend(
-                String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(str::to_owned),
-            );
+        let (containers, networks) = listing(self.engine.cli, &self.run);
+        let out = self
+            .shell(&format!("set -e; {containers}; {networks}"))
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "listing the run's containers failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// `sh -c script`, reaching this engine.
+    fn shell(&self, script: &str) -> Command {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", script]);
+        if self.engine.cli == "docker" {
+            sh.env("DOCKER_HOST", &self.engine.docker_host);
         }
-        Ok(left)
+        sh
     }
 }
 
