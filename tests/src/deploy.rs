@@ -14,7 +14,7 @@ use shared_kernel::config::{CommonSettings, JwtKeys, OutboxSettings, VaultSettin
 use shared_kernel::secrets::Secret;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use testcontainers::bollard::models::NetworkCreateRequest;
+use testcontainers::bollard::models::{ContainerInspectResponse, NetworkCreateRequest};
 use testcontainers::bollard::query_parameters::{InspectContainerOptions, WaitContainerOptions};
 use testcontainers::bollard::Docker;
 use testcontainers::core::IntoContainerPort;
@@ -84,11 +84,9 @@ impl Network {
     /// name: podman resolves names only on networks with DNS (netavark with aardvark-dns),
     /// which a CNI set-up lacks, while an address works on every engine.
     pub async fn address(&self, container: &Container) -> String {
-        let info = docker()
-            .inspect_container(container.id(), None::<InspectContainerOptions>)
+        inspect(container)
             .await
-            .unwrap_or_else(|e| panic!("inspecting container {}: {e}", container.id()));
-        info.network_settings
+            .network_settings
             .and_then(|s| s.networks)
             .and_then(|n| n.get(&self.name).cloned())
             .and_then(|e| e.ip_address)
@@ -128,13 +126,19 @@ impl Drop for Network {
     }
 }
 
-/// The host addresses every published port of `container` is bound to.
-pub async fn published_on(container: &Container) -> Vec<String> {
-    let info = docker()
+/// What the engine says of a running `container`.
+async fn inspect(container: &Container) -> ContainerInspectResponse {
+    docker()
         .inspect_container(container.id(), None::<InspectContainerOptions>)
         .await
-        .unwrap_or_else(|e| panic!("inspecting container {}: {e}", container.id()));
-    info.network_settings
+        .unwrap_or_else(|e| panic!("inspecting container {}: {e}", container.id()))
+}
+
+/// The host addresses every published port of `container` is bound to.
+pub async fn published_on(container: &Container) -> Vec<String> {
+    inspect(container)
+        .await
+        .network_settings
         .and_then(|s| s.ports)
         .unwrap_or_default()
         .into_values()
@@ -220,7 +224,7 @@ impl Infra {
     /// a database administrator does once (ADR 0017). Returns its URL on the network, as
     /// the superuser (`shared_kernel::roles::url_as` swaps the role).
     pub async fn provision(&self, name: &str, replication: bool) -> String {
-        sql(&self.postgres_admin_url, format!("CREATE DATABASE {name}")).await;
+        crate::exec_at(&self.postgres_admin_url, &format!("CREATE DATABASE {name}")).await;
         let url = self.test_url(name);
         tokio::task::spawn_blocking(move || {
             use diesel::Connection;
@@ -289,19 +293,6 @@ pub async fn host_port(container: &Container, port: u16) -> u16 {
         .get_host_port_ipv4(port)
         .await
         .unwrap_or_else(|e| panic!("port {port} of {}: {e}", container.id()))
-}
-
-/// Runs `sql` (no result) at `url` from the test.
-pub async fn sql(url: &str, sql: String) {
-    let url = url.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use diesel::connection::SimpleConnection;
-        use diesel::Connection;
-        let mut conn = diesel::PgConnection::establish(&url).expect("a connection");
-        conn.batch_execute(&sql).expect("a statement");
-    })
-    .await
-    .expect("SQL task");
 }
 
 /// The single text column `value` of every row `sql` returns at `url`.

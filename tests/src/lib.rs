@@ -453,15 +453,7 @@ impl TestSystem {
 
     /// Runs SQL on this test's database (to set up states the API cannot reach).
     pub async fn exec(&self, sql: &str) {
-        use diesel::connection::SimpleConnection;
-        use diesel::Connection;
-        let (url, sql) = (self.database.url.clone(), sql.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let mut conn = diesel::PgConnection::establish(&url).unwrap();
-            conn.batch_execute(&sql).unwrap();
-        })
-        .await
-        .unwrap();
+        exec_at(&self.database.url, sql).await;
     }
 
     /// The body of a GET to `url` as text, unrecorded (for documents such as /metrics).
@@ -733,6 +725,19 @@ impl EventTap {
     pub fn all(&self) -> Vec<Value> {
         self.events.lock().unwrap().clone()
     }
+}
+
+/// Runs `sql` (no result) at `url`.
+pub async fn exec_at(url: &str, sql: &str) {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut conn = diesel::PgConnection::establish(&url).expect("a connection");
+        conn.batch_execute(&sql).expect("a statement");
+    })
+    .await
+    .expect("SQL task");
 }
 
 /// Polls `probe` until it returns Some, failing the test after `timeout`.

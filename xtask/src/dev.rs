@@ -10,6 +10,8 @@ use std::time::Duration;
 
 pub const CONTEXTS: [&str; 3] = ["accounts", "payments", "settlement"];
 pub const DEV_DATABASE: &str = "fleet";
+/// The local RabbitMQ, as the machine runs it.
+pub const LOCAL_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -183,19 +183,28 @@ impl Engine {
             xtask = std::process::id(),
             reap = reap_script(self.cli, run)
         );
-        let mut sh = Command::new("sh");
-        sh.args(["-c", &script])
+        let watchdog = self
+            .shell(&script)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if self.cli == "docker" {
-            sh.env("DOCKER_HOST", &self.docker_host);
-        }
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the container watchdog")?;
         Ok(Reaper {
             engine: self,
             run: run.to_owned(),
-            watchdog: Some(sh.spawn().context("starting the container watchdog")?),
+            watchdog: Some(watchdog),
         })
+    }
+
+    /// `sh -c script`, its engine CLI reaching this engine.
+    fn shell(&self, script: &str) -> Command {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", script]);
+        if self.cli == "docker" {
+            sh.env("DOCKER_HOST", &self.docker_host);
+        }
+        sh
     }
 }
 
@@ -230,7 +239,8 @@ impl Reaper<'_> {
                 before.len()
             );
         }
-        self.shell(&reap_script(self.engine.cli, &self.run))
+        self.engine
+            .shell(&reap_script(self.engine.cli, &self.run))
             .status()
             .context("removing the run's containers")?;
         let left = self.left()?;
@@ -242,6 +252,7 @@ impl Reaper<'_> {
     pub fn left(&self) -> anyhow::Result<Vec<String>> {
         let (containers, networks) = listing(self.engine.cli, &self.run);
         let out = self
+            .engine
             .shell(&format!("set -e; {containers}; {networks}"))
             .output()?;
         anyhow::ensure!(
@@ -253,16 +264,6 @@ impl Reaper<'_> {
             .split_whitespace()
             .map(str::to_owned)
             .collect())
-    }
-
-    /// `sh -c script`, reaching this engine.
-    fn shell(&self, script: &str) -> Command {
-        let mut sh = Command::new("sh");
-        sh.args(["-c", script]);
-        if self.engine.cli == "docker" {
-            sh.env("DOCKER_HOST", &self.engine.docker_host);
-        }
-        sh
     }
 }
 

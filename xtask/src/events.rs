@@ -6,8 +6,8 @@ use shared_kernel::amqp::{parking, Broker, Topology};
 use shared_kernel::secrets::Secret;
 
 fn broker_and_topology() -> (std::sync::Arc<Broker>, Topology) {
-    let url = std::env::var("FLEET__AMQP__URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let url =
+        std::env::var("FLEET__AMQP__URL").unwrap_or_else(|_| crate::dev::LOCAL_AMQP_URL.to_owned());
     let prefix = std::env::var("FLEET__AMQP__PREFIX").unwrap_or_default();
     (Broker::new(Secret::new(url)), Topology::new(&prefix))
 }

@@ -45,7 +45,7 @@ impl Services {
             Some(v) => (v.addr.clone(), v.token.clone()),
             None => (std::env::var("VAULT_ADDR")?, std::env::var("VAULT_TOKEN")?),
         };
-        let amqp_url = "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned();
+        let amqp_url = dev::LOCAL_AMQP_URL.to_owned();
         Ok(Self {
             admin_url: dev::admin_url(),
             env: vec![

@@ -34,7 +34,7 @@ pub fn rebuild(context: &str, name: &str) -> anyhow::Result<()> {
     let env = Env::new(context);
     let amqp = env
         .get("AMQP", "URL")
-        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+        .unwrap_or_else(|| crate::dev::LOCAL_AMQP_URL.to_owned());
     let prefix = env.get("AMQP", "PREFIX").unwrap_or_default();
     let consumer = shared_kernel::db::command_pool(&database_url(context), payments::SCHEMA, 1)?;
     let producer = shared_kernel::db::command_pool(
